@@ -1,0 +1,64 @@
+"""Command line: python -m echokld.main --config=configs/<model>.py [--workdir=DIR].
+
+Bad input (an unknown config key, a missing config file, bad data, an unwritable workdir)
+ends with one line on stderr naming the culprit and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/dice.py[:paper].",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory (default runs/<config file stem>).")
+
+
+def fail(message: str, code: int = 2) -> None:
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags, turning absl/ml_collections errors into one line and exit code 2."""
+  try:
+    rest = FLAGS(argv)
+  except flags.Error as exc:
+    fail(str(exc).splitlines()[0] if str(exc) else repr(exc))
+  except (KeyError, AttributeError, ValueError, TypeError, OSError, SyntaxError) as exc:
+    fail(f"{exc.__class__.__name__}: {exc}")
+  if FLAGS.config is None:
+    fail("--config is required, e.g. --config=configs/dice.py")
+  return rest
+
+
+def default_workdir(config_arg: str) -> str:
+  stem = os.path.splitext(os.path.basename(config_arg.split(":")[0]))[0]
+  return os.path.join("runs", stem)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  from echokld import train  # Imported after flag parsing: it pulls in JAX.
+  from echokld.errors import InputError, TrainingDiverged
+  logging.set_verbosity(logging.WARNING)
+  workdir = FLAGS.workdir or default_workdir(flags.FLAGS["config"].config_filename)
+  try:
+    train.train_and_evaluate(FLAGS.config, workdir)
+  except InputError as exc:
+    fail(str(exc), InputError.exit_code)
+  except TrainingDiverged as exc:
+    fail(str(exc), TrainingDiverged.exit_code)
+
+
+def run() -> None:
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

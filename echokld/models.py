@@ -1,0 +1,182 @@
+"""The shared U-Net backbone (§3.2) and the heads that make the seven models.
+
+The backbone follows Myronenko's SegResNet as the paper does (MONAI's layout, so parameter
+counts can be checked against it): a 3x3 stem, ResNet blocks (GroupNorm, ReLU, 3x3 conv,
+twice, identity skip), strided 3x3 convs going down, and a decoder of one block per level
+with a 1x1 conv halving the filters, bilinear x2 upsampling and an additive skip.
+
+Every model returns a dict of outputs. Variants add heads (reconstruction, distribution
+parameters) or a bottleneck injection selected by the config; the network is never copied.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def upsample2x_bilinear(x: Array) -> Array:
+  """x2 bilinear upsampling with half-pixel centres (PyTorch align_corners=False).
+
+  Written as shifted 0.75/0.25 blends (edges clamped) rather than jax.image.resize, whose
+  dense interpolation matrices cost O(size^2) per line at 704x1136.
+  """
+
+  def along(v: Array, axis: int) -> Array:
+    n = v.shape[axis]
+    prev = jnp.concatenate([jax.lax.slice_in_dim(v, 0, 1, axis=axis),
+                            jax.lax.slice_in_dim(v, 0, n - 1, axis=axis)], axis=axis)
+    nxt = jnp.concatenate([jax.lax.slice_in_dim(v, 1, n, axis=axis),
+                           jax.lax.slice_in_dim(v, n - 1, n, axis=axis)], axis=axis)
+    even = 0.75 * v + 0.25 * prev
+    odd = 0.75 * v + 0.25 * nxt
+    stacked = jnp.stack([even, odd], axis=axis + 1)
+    shape = list(v.shape)
+    shape[axis] = 2 * n
+    return stacked.reshape(shape)
+
+  return along(along(x, 1), 2)
+
+
+class ResBlock(nn.Module):
+  """GroupNorm-ReLU-conv twice with an identity skip (pre-activation, as SegResNet)."""
+
+  features: int
+  num_groups: int = 8
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    y = x
+    for _ in range(2):
+      y = nn.GroupNorm(num_groups=self.num_groups, epsilon=1e-5, dtype=self.dtype)(y)
+      y = nn.relu(y)
+      y = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(y)
+    return x + y
+
+
+class Encoder(nn.Module):
+  """Stem plus one stage per level; returns the feature map of every level, finest first."""
+
+  init_features: int = 16
+  blocks_down: Sequence[int] = (1, 2, 2, 4)
+  num_groups: int = 8
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> list[Array]:
+    x = nn.Conv(self.init_features, (3, 3), use_bias=False, dtype=self.dtype, name="stem")(x)
+    skips = []
+    for level, num_blocks in enumerate(self.blocks_down):
+      features = self.init_features * 2**level
+      if level > 0:
+        x = nn.Conv(features, (3, 3), strides=(2, 2), use_bias=False, dtype=self.dtype,
+                    name=f"down_{level}")(x)
+      for b in range(num_blocks):
+        x = ResBlock(features, self.num_groups, self.dtype, name=f"enc_{level}_{b}")(x)
+      skips.append(x)
+    return skips
+
+
+class Decoder(nn.Module):
+  """One ResNet block per level on the way up; optional skips (the VAE branch has none)."""
+
+  init_features: int = 16
+  num_levels: int = 4
+  num_groups: int = 8
+  use_skips: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, skips: Sequence[Array] | None = None) -> Array:
+    for i, level in enumerate(range(self.num_levels - 2, -1, -1)):
+      features = self.init_features * 2**level
+      # A 1x1 conv without bias commutes with bilinear upsampling, so it runs first, at the
+      # coarse resolution: the same function as the paper's order at a quarter of the cost.
+      x = nn.Conv(features, (1, 1), use_bias=False, dtype=self.dtype, name=f"reduce_{i}")(x)
+      x = upsample2x_bilinear(x)
+      if self.use_skips:
+        x = x + skips[level]
+      x = ResBlock(features, self.num_groups, self.dtype, name=f"dec_{i}")(x)
+    return x
+
+
+class OutputConv(nn.Module):
+  """GroupNorm, ReLU and a 1x1 conv with bias to `features` channels."""
+
+  features: int
+  num_groups: int = 8
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    x = nn.relu(nn.GroupNorm(num_groups=self.num_groups, epsilon=1e-5, dtype=self.dtype)(x))
+    return nn.Conv(self.features, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class SegModel(nn.Module):
+  """Backbone plus the heads a config asks for.
+
+  Outputs: `logits` (B, H, W, 1) float32 always; `recon`, `mu`, `logvar` with the VAE head;
+  `dist_pred` (B, 3) with the distribution head. `dist_params` (B, 3) is injected into the
+  bottleneck when `inject_dist` is set.
+  """
+
+  init_features: int = 16
+  blocks_down: Sequence[int] = (1, 2, 2, 4)
+  num_groups: int = 8
+  vae_head: bool = False
+  vae_latent: int = 128
+  inject_dist: bool = False
+  dist_head: bool = False
+  dist_hidden: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: Array, dist_params: Array | None = None,
+               rng: Array | None = None, train: bool = False) -> dict[str, Array]:
+    x = images.astype(self.dtype)
+    skips = Encoder(self.init_features, self.blocks_down, self.num_groups, self.dtype,
+                    name="encoder")(x)
+    bottleneck = skips[-1]
+    outputs: dict[str, Array] = {}
+    if self.inject_dist or self.dist_head:
+      from echokld import heads  # Local import: heads imports this module's blocks.
+      if self.inject_dist:
+        bottleneck = heads.DistInjection(hidden=self.dist_hidden, dtype=self.dtype,
+                                         name="dist_injection")(bottleneck, dist_params)
+      if self.dist_head:
+        outputs["dist_pred"] = heads.DistHead(hidden=self.dist_hidden,
+                                              name="dist_head")(bottleneck)
+    skips = list(skips[:-1]) + [bottleneck]
+    features = Decoder(self.init_features, len(self.blocks_down), self.num_groups, True,
+                       self.dtype, name="decoder")(bottleneck, skips)
+    outputs["logits"] = OutputConv(1, self.num_groups, self.dtype, name="head")(features)
+    if self.vae_head:
+      from echokld import heads
+      outputs.update(heads.VAEBranch(self.init_features, len(self.blocks_down),
+                                     self.num_groups, self.vae_latent, self.dtype,
+                                     name="vae")(skips[-1], rng, train))
+    return outputs
+
+
+def model_from_config(model_config: Any, dtype: Any = jnp.float32) -> SegModel:
+  """Builds the SegModel a `config.model` block describes."""
+  return SegModel(init_features=model_config.init_features,
+                  blocks_down=tuple(model_config.blocks_down),
+                  num_groups=model_config.num_groups,
+                  vae_head=model_config.get("vae_head", False),
+                  vae_latent=model_config.get("vae_latent", 128),
+                  inject_dist=model_config.get("inject_dist", False),
+                  dist_head=model_config.get("dist_head", False),
+                  dist_hidden=model_config.get("dist_hidden", 32),
+                  dtype=dtype)
+
+
+def count_params(params: Any) -> int:
+  return int(sum(p.size for p in jax.tree_util.tree_leaves(params)))

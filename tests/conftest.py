@@ -1,0 +1,42 @@
+"""Shared test helpers: tiny configs that train in seconds on a 2-core CPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+
+def tiny_config(model: str = "dice", **overrides):
+  """A model's config shrunk to 32x32 frames and a small network, for fast tests."""
+  import importlib
+  config = importlib.import_module(f"configs.{model}").get_config()
+  config.model.init_features = 8
+  config.model.blocks_down = (1, 1, 1, 1)
+  config.model.vae_latent = 16
+  config.data.synthetic_patients = 24
+  config.data.synthetic_shape = (48, 48)
+  config.data.image_size = 32
+  config.data.test_frames = {"Good": 4, "Medium": 4, "Poor": 2, "Unknown": 0}
+  config.train.batch_size = 4
+  config.train.max_epochs = 3
+  config.train.eval_batch_size = 8
+  config.log.progress = False
+  config.log.tensorboard = False
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split(".")
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config

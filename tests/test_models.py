@@ -1,0 +1,50 @@
+"""The backbone: parameter count against MONAI's SegResNet, upsampling, output contract."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from echokld import models
+
+
+def test_default_backbone_matches_monai_segresnet_parameter_count():
+  # MONAI SegResNet(spatial_dims=2, init_filters=16, in_channels=1, out_channels=1,
+  # blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1)) has 1,576,385 parameters.
+  model = models.SegModel()
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
+  assert models.count_params(shapes["params"]) == 1_576_385
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7, 3), (2, 4, 4, 1), (1, 1, 3, 2)])
+def test_upsample_matches_half_pixel_bilinear_resize(shape):
+  x = jax.random.normal(jax.random.PRNGKey(1), shape)
+  ours = models.upsample2x_bilinear(x)
+  ref = jax.image.resize(x, (shape[0], 2 * shape[1], 2 * shape[2], shape[3]), "bilinear")
+  np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_upsample_hand_computed_row():
+  x = jnp.array([0.0, 4.0, 8.0]).reshape(1, 1, 3, 1)
+  row = models.upsample2x_bilinear(x)[0, 0, :, 0]
+  # Half-pixel centres: 0.75/0.25 blends with the edges clamped.
+  np.testing.assert_allclose(row, [0.0, 1.0, 3.0, 5.0, 7.0, 8.0], atol=1e-6)
+
+
+def test_outputs_are_a_dict_of_full_resolution_logits():
+  model = models.SegModel(init_features=8, blocks_down=(1, 1, 1, 1))
+  x = jnp.ones((2, 32, 48, 1))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  out = model.apply(variables, x)
+  assert set(out) == {"logits"}
+  assert out["logits"].shape == (2, 32, 48, 1) and out["logits"].dtype == jnp.float32
+
+
+def test_1x1_conv_commutes_with_upsampling():
+  # The decoder applies its bias-free 1x1 conv before upsampling; the paper's order is the
+  # reverse. Both are linear maps on different axes, so they must agree.
+  x = jax.random.normal(jax.random.PRNGKey(2), (1, 6, 5, 4))
+  w = jax.random.normal(jax.random.PRNGKey(3), (4, 2))
+  a = models.upsample2x_bilinear(x @ w)
+  b = models.upsample2x_bilinear(x) @ w
+  np.testing.assert_allclose(a, b, atol=1e-5)

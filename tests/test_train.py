@@ -1,0 +1,112 @@
+"""End to end: determinism, resume after a kill, NaN handling, summary contract."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_config
+from echokld import checkpointing, losses, train
+from echokld.errors import TrainingDiverged
+
+TINY_FLAGS = ["--config.model.init_features=8", "--config.model.blocks_down=(1,1,1,1)",
+              "--config.data.synthetic_patients=24", "--config.data.synthetic_shape=(48,48)",
+              "--config.data.image_size=32", "--config.train.batch_size=4",
+              "--config.train.eval_batch_size=8", "--config.log.progress=False",
+              "--config.log.tensorboard=False"]
+TEST_FRAMES = {"Good": 4, "Medium": 4, "Poor": 2, "Unknown": 0}
+
+
+def cli(*args, workdir, timeout=240, wait=True):
+  cmd = [sys.executable, "-m", "echokld.main", "--config=configs/dice.py",
+         f"--workdir={workdir}", *TINY_FLAGS,
+         "--config.data.test_frames.Good=4", "--config.data.test_frames.Medium=4",
+         "--config.data.test_frames.Poor=2", *args]
+  if not wait:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("ref"))
+  summary = train.train_and_evaluate(tiny_config(), workdir)
+  return workdir, summary
+
+
+def test_summary_and_files_contract(reference_run):
+  workdir, summary = reference_run
+  for name in ("config.json", "summary.json", "test_metrics.csv", "metrics.jsonl",
+               "split.json", "checkpoints"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  for key in ("num_params", "epochs", "train_seconds", "train_images_per_second"):
+    assert key in summary
+  assert summary["epochs"] == 3 and 1 <= summary["val"]["best_epoch"] <= 3
+  for key in ("dice", "recall", "mhd_px"):
+    assert key in summary["test"]
+  header = open(os.path.join(workdir, "test_metrics.csv")).readline().strip().split(",")
+  assert header == ["case", "quality", "dice", "recall", "precision", "mhd_px", "mhd_mm",
+                    "hd95_px"]
+  split = json.load(open(os.path.join(workdir, "split.json")))
+  assert len(split["test"]) == summary["test"]["frames"] == 10
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["epoch"] for r in rows] == [1, 2, 3]
+  assert summary["val"]["best_dice"] == pytest.approx(max(r["val_dice"] for r in rows))
+
+
+def test_same_config_and_seed_give_identical_metrics(reference_run, tmp_path):
+  workdir, summary = reference_run
+  again = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  assert again["val"] == summary["val"]
+  assert again["test"] == summary["test"]
+  other = train.train_and_evaluate(tiny_config(seed=1), str(tmp_path / "seed1"))
+  assert other["val"]["best_dice"] != summary["val"]["best_dice"]
+
+
+def test_killed_run_resumes_to_the_same_result(reference_run, tmp_path):
+  ref_dir, ref = reference_run
+  workdir = tmp_path / "killed"
+  proc = cli("--config.train.max_epochs=3", workdir=workdir, wait=False)
+  ckpt = workdir / "checkpoints" / "1"
+  deadline = time.time() + 200
+  while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.05)
+  assert ckpt.exists() and proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (workdir / "summary.json").exists()
+  done = cli("--config.train.max_epochs=3", workdir=workdir)
+  assert done.returncode == 0, done.stderr
+  summary = json.load(open(workdir / "summary.json"))
+  assert summary["test"] == ref["test"] and summary["val"] == ref["val"]
+  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  ref_rows = [json.loads(l) for l in open(os.path.join(ref_dir, "metrics.jsonl"))]
+  assert [r["val_dice"] for r in rows] == [r["val_dice"] for r in ref_rows]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(tiny_config(**{"train.max_epochs": 1}), workdir)
+  real = losses.total_loss
+
+  def poisoned(*args, **kwargs):
+    total, terms = real(*args, **kwargs)
+    terms["total"] = total * np.nan
+    return total * np.nan, terms
+
+  monkeypatch.setattr(losses, "total_loss", poisoned)
+  with pytest.raises(TrainingDiverged) as info:
+    train.train_and_evaluate(tiny_config(**{"train.max_epochs": 2}), workdir)
+  steps_per_epoch = json.loads(open(os.path.join(workdir, "metrics.jsonl")).readline())["step"]
+  assert f"at step {steps_per_epoch + 1} " in str(info.value)
+  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"))
+  assert manager.latest_step() == 1
+  monkeypatch.setattr(losses, "total_loss", real)
+  summary = train.train_and_evaluate(tiny_config(**{"train.max_epochs": 2}), workdir)
+  assert summary["epochs"] == 2 and np.isfinite(summary["test"]["dice"])
