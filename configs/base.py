@@ -21,7 +21,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.vae_latent = 128  # Model 3: latent size (mean and log-variance each).
   config.model.inject_dist = False  # Models 6-7: inject Pearson III parameters at the bottleneck.
   config.model.dist_head = False  # Models 6-7: predict Pearson III parameters from the bottleneck.
-  config.model.dist_hidden = 32  # Models 6-7: width of the small dense layers.
+  config.model.dist_hidden = 48  # Models 6-7: width of the small dense layers.
 
   config.data = ml_collections.ConfigDict()
   config.data.source = "synthetic"  # synthetic, folder, camus or camus_tfds.
@@ -42,7 +42,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.learning_rate = 1e-3  # Paper: 1e-5 (see :paper).
   config.train.optimizer = "adam"  # adam (Model 1) or adamw (Model 2).
   config.train.weight_decay = 0.0  # Decoupled weight decay (AdamW, eq. 8).
-  config.train.max_epochs = 40  # Cap; the paper has none (early stopping ends its runs).
+  config.train.max_epochs = 20  # Cap; the paper has none (early stopping ends its runs).
   config.train.plateau_patience = 10  # Halve the learning rate after this many bad epochs.
   config.train.plateau_factor = 0.5
   config.train.early_stop_patience = 30  # Stop after this many epochs without improvement.

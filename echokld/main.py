@@ -23,15 +23,40 @@ def fail(message: str, code: int = 2) -> None:
   sys.exit(code)
 
 
+def _config_arg(argv: list[str]) -> str:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return ""
+
+
+def _override_naming(name: str, argv: list[str]) -> str:
+  """The --config.<key> argument whose key contains `name` (to say which one is unknown)."""
+  for arg in argv:
+    if arg.startswith("--config.") and name in arg.split("=", 1)[0].split("."):
+      return arg.split("=", 1)[0][len("--config."):]
+  return name
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags, turning absl/ml_collections errors into one line and exit code 2."""
+  config_file = _config_arg(argv).split(":")[0]
+  if config_file and not os.path.isfile(config_file):
+    fail(f"{config_file}: config file does not exist")
   try:
     rest = FLAGS(argv)
+    config = FLAGS.config  # Loads the file now, so its errors surface here.
   except flags.Error as exc:
     fail(str(exc).splitlines()[0] if str(exc) else repr(exc))
-  except (KeyError, AttributeError, ValueError, TypeError, OSError, SyntaxError) as exc:
-    fail(f"{exc.__class__.__name__}: {exc}")
-  if FLAGS.config is None:
+  except (KeyError, AttributeError) as exc:
+    name = str(exc.args[0]).strip("'\"") if exc.args else ""
+    key = _override_naming(name, argv)
+    fail(f"{config_file}: unknown config key {key!r}")
+  except (ValueError, TypeError, OSError, SyntaxError) as exc:
+    fail(f"{config_file}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+  if config is None:
     fail("--config is required, e.g. --config=configs/dice.py")
   return rest
 

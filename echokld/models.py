@@ -134,7 +134,7 @@ class SegModel(nn.Module):
   vae_latent: int = 128
   inject_dist: bool = False
   dist_head: bool = False
-  dist_hidden: int = 32
+  dist_hidden: int = 48
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -147,12 +147,12 @@ class SegModel(nn.Module):
     outputs: dict[str, Array] = {}
     if self.inject_dist or self.dist_head:
       from echokld import heads  # Local import: heads imports this module's blocks.
+      if self.dist_head:  # From the encoder's own features, before any injection.
+        outputs["dist_pred"] = heads.DistHead(hidden=self.dist_hidden,
+                                              name="dist_head")(bottleneck)
       if self.inject_dist:
         bottleneck = heads.DistInjection(hidden=self.dist_hidden, dtype=self.dtype,
                                          name="dist_injection")(bottleneck, dist_params)
-      if self.dist_head:
-        outputs["dist_pred"] = heads.DistHead(hidden=self.dist_hidden,
-                                              name="dist_head")(bottleneck)
     skips = list(skips[:-1]) + [bottleneck]
     features = Decoder(self.init_features, len(self.blocks_down), self.num_groups, True,
                        self.dtype, name="decoder")(bottleneck, skips)
@@ -174,7 +174,7 @@ def model_from_config(model_config: Any, dtype: Any = jnp.float32) -> SegModel:
                   vae_latent=model_config.get("vae_latent", 128),
                   inject_dist=model_config.get("inject_dist", False),
                   dist_head=model_config.get("dist_head", False),
-                  dist_hidden=model_config.get("dist_hidden", 32),
+                  dist_hidden=model_config.get("dist_hidden", 48),
                   dtype=dtype)
 
 
