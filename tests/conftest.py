@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 import sys
 
+import tempfile
+
 import pytest
+
+# Tests train many tiny models whose programs repeat across tests and subprocesses: JAX's
+# persistent compilation cache turns the repeats into cache hits. Set before JAX is imported.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "echokld-test-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

@@ -1,0 +1,78 @@
+"""Times the train step of each model (batch 2 by default) and prints ratios to Model 1.
+
+  python experiments/bench_steps.py --size=224,224 --models=dice,kld_alpha,kld_kde --steps=20
+
+Median of --steps synchronised steps after two warm-up steps (compilation excluded and
+reported separately). Data is synthetic echo at the requested size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from echokld import models, steps, variants  # noqa: E402
+from echokld.data import pipeline, synthetic  # noqa: E402
+
+
+def time_model(name: str, shape: tuple[int, int], batch: int, num_steps: int) -> dict:
+  config = importlib.import_module(f"configs.{name}").get_config()
+  records = synthetic.make_synthetic(max(batch, 4), 0, shape)
+  split = pipeline.to_arrays(records, shape, resize=False)
+  model = models.model_from_config(config.model)
+  tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
+  state = steps.create_train_state(model, tx, plateau, 0, shape)
+  extras_fn, _ = variants.make_extras(config, split)
+  chunk = steps.make_train_chunk(model, tx, config.loss, batch, extras_fn)
+  images, masks = jax.device_put(split.images), jax.device_put(split.masks)
+  perm = jnp.arange(len(split)) % len(split)
+  t0 = time.perf_counter()
+  state, terms = chunk(state, images, masks, perm, jnp.int32(0), num_steps=1)
+  jax.block_until_ready(terms)
+  compile_s = time.perf_counter() - t0
+  state, terms = chunk(state, images, masks, perm, jnp.int32(0), num_steps=1)
+  jax.block_until_ready(terms)
+  times = []
+  for _ in range(num_steps):
+    t0 = time.perf_counter()
+    state, terms = chunk(state, images, masks, perm, jnp.int32(0), num_steps=1)
+    jax.block_until_ready(terms)
+    times.append(time.perf_counter() - t0)
+  return {"model": name, "median_s": statistics.median(times), "compile_s": compile_s,
+          "finite": bool(np.isfinite(np.asarray(terms["total"])).all())}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--size", default="224,224")
+  parser.add_argument("--models", default="dice,wdecay,vae,kld_alpha,kld_kde,rd_vae,bd_vae")
+  parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--steps", type=int, default=20)
+  args = parser.parse_args()
+  shape = tuple(int(v) for v in args.size.split(","))
+  print(f"# train step, batch {args.batch}, {shape[0]}x{shape[1]}, {jax.devices()[0]}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}")
+  print("| model | median step s | images/s | ratio to dice | compile s |")
+  print("|---|---|---|---|---|")
+  base = None
+  for name in args.models.split(","):
+    r = time_model(name, shape, args.batch, args.steps)
+    base = base or r["median_s"]
+    print(f"| {name} | {r['median_s']:.3f} | {args.batch / r['median_s']:.2f} | "
+          f"{r['median_s'] / base:.2f} | {r['compile_s']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
