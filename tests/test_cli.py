@@ -4,12 +4,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import ROOT
-from test_pipeline import write_folder
+from test_pipeline import broken_folder
 
 
 def run_cli(*args):
@@ -43,26 +41,15 @@ def folder_args(root, workdir):
 
 
 @pytest.mark.parametrize("breakage, fragments", [
-    ("missing", ("nowhere", "does not exist")),
+    ("no_root", ("missing", "does not exist")),
     ("empty", ("images", "no images")),
     ("shape", ("patient0001_2CH_ED.png", "differs from image shape")),
     ("values", ("patient0001_2CH_ED.png", "outside {0, 1, 2, 3}")),
-    ("unreadable", ("patient0001_2CH_ES.png", "unreadable image")),
+    ("corrupt", ("patient0001_2CH_ES.png", "unreadable image")),
+    ("no_label", ("patient0001_2CH_ES.png", "missing label")),
 ])
 def test_bad_data_folder(tmp_path, breakage, fragments):
-  root = tmp_path / ("nowhere" if breakage == "missing" else "data")
-  if breakage == "empty":
-    os.makedirs(root / "images")
-  elif breakage != "missing":
-    write_folder(root)
-  if breakage == "shape":
-    Image.fromarray(np.zeros((3, 3), np.uint8)).save(root / "labels" /
-                                                    "patient0001_2CH_ED.png")
-  elif breakage == "values":
-    Image.fromarray(np.full((24, 20), 9, np.uint8)).save(root / "labels" /
-                                                         "patient0001_2CH_ED.png")
-  elif breakage == "unreadable":
-    (root / "images" / "patient0001_2CH_ES.png").write_bytes(b"not a png at all")
+  root = broken_folder(tmp_path, breakage)
   workdir = tmp_path / "run"
   assert_one_line_error(run_cli(*folder_args(root, workdir)), *fragments)
   # Nothing half-written that a corrected rerun would trip over.

@@ -136,6 +136,26 @@ def test_folder_source_reads_images_labels_and_metadata(tmp_path):
   assert records[0]["image"][0, 0] == 40 and (records[0]["label"] == 1).sum() == 70
 
 
+def broken_folder(tmp_path, breakage):
+  """A folder source broken in one way (shared with the CLI tests); returns its root."""
+  root = tmp_path / ("missing" if breakage == "no_root" else "data")
+  if breakage == "empty":
+    os.makedirs(root / "images")
+  elif breakage != "no_root":
+    write_folder(root)
+  labels, images = root / "labels", root / "images"
+  if breakage == "shape":
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(labels / "patient0001_2CH_ED.png")
+  elif breakage == "values":
+    Image.fromarray(np.full((24, 20), 7, np.uint8)).save(labels / "patient0001_2CH_ED.png")
+  elif breakage == "corrupt":
+    data = (images / "patient0001_2CH_ES.png").read_bytes()
+    (images / "patient0001_2CH_ES.png").write_bytes(data[:40])
+  elif breakage == "no_label":
+    os.remove(labels / "patient0001_2CH_ES.png")
+  return root
+
+
 @pytest.mark.parametrize("breakage, culprit, message", [
     ("no_root", "missing", "does not exist"),
     ("empty", "images", "no images"),
@@ -145,24 +165,7 @@ def test_folder_source_reads_images_labels_and_metadata(tmp_path):
     ("no_label", "patient0001_2CH_ES.png", "missing label"),
 ])
 def test_folder_source_errors_name_the_file(tmp_path, breakage, culprit, message):
-  root = tmp_path / "data"
-  if breakage == "no_root":
-    root = tmp_path / "missing"
-  elif breakage == "empty":
-    os.makedirs(root / "images")
-  else:
-    write_folder(root)
-  if breakage == "shape":
-    Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "labels" /
-                                                    "patient0001_2CH_ED.png")
-  elif breakage == "values":
-    Image.fromarray(np.full((24, 20), 7, np.uint8)).save(root / "labels" /
-                                                         "patient0001_2CH_ED.png")
-  elif breakage == "corrupt":
-    data = (root / "images" / "patient0001_2CH_ES.png").read_bytes()
-    (root / "images" / "patient0001_2CH_ES.png").write_bytes(data[:40])
-  elif breakage == "no_label":
-    os.remove(root / "labels" / "patient0001_2CH_ES.png")
+  root = broken_folder(tmp_path, breakage)
   with pytest.raises(InputError) as info:
     folder.read_folder(str(root))
   assert culprit in info.value.where and message in str(info.value)
