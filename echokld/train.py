@@ -170,7 +170,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.truncate_after(latest)
     logging.info("Resumed from epoch %d in %s", latest, workdir)
 
-  extras_fn, inject_fn = variants.make_extras(config, train)
+  reference = (variants.reference_params(train, config.loss.num_bins)
+               if variants.needs_reference(config) else None)
+  extras_fn, inject_fn = variants.make_extras(config, reference)
+  _write_json({"image_shape": list(image_shape), "resize": bool(config.data.image_size),
+               "lv_label": pipeline.LV_LABEL, "intensity": "uint8; min-max if not 8-bit",
+               "dist_reference": None if reference is None else
+                                 [float(v) for v in np.asarray(reference)]},
+              os.path.join(workdir, "preprocessing.json"))
   chunk_fn = steps.make_train_chunk(model, tx, config.loss, batch, extras_fn)
   predict = steps.make_predict(model, config.train.eval_batch_size, inject_fn)
   end_epoch = steps.make_end_epoch(plateau, config.train)

@@ -38,11 +38,17 @@ def batch_params(images: jax.Array, masks: jax.Array, num_bins: int = 256) -> ja
   return jnp.stack(dist.fit_pearson3_hist(dist.histogram_grid(num_bins), counts))
 
 
-def make_extras(config: Any, train: ArraySplit) -> tuple[Callable | None, Callable | None]:
-  if not (config.model.inject_dist or config.model.dist_head):
+def needs_reference(config: Any) -> bool:
+  return bool(config.model.inject_dist or config.model.dist_head)
+
+
+def make_extras(config: Any, reference: Any = None
+                ) -> tuple[Callable | None, Callable | None]:
+  """(extras_fn, inject_fn) for the configured model; `reference` from reference_params."""
+  if not needs_reference(config):
     return None, None
   num_bins = config.loss.num_bins
-  reference = reference_params(train, num_bins)
+  reference = jnp.asarray(reference, jnp.float32)
 
   def broadcast(params, images):
     return jnp.broadcast_to(params, (images.shape[0], 3))

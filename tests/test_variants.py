@@ -153,7 +153,9 @@ def _train_setup(name):
   model = models.model_from_config(config.model)
   tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
   state = steps.create_train_state(model, tx, plateau, 0, splits["train"].images.shape[1:])
-  extras_fn, inject_fn = variants.make_extras(config, splits["train"])
+  reference = (variants.reference_params(splits["train"])
+               if variants.needs_reference(config) else None)
+  extras_fn, inject_fn = variants.make_extras(config, reference)
   return config, splits, model, tx, state, extras_fn, inject_fn
 
 
