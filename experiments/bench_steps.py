@@ -2,7 +2,8 @@
 
   python experiments/bench_steps.py --size=224,224 --models=dice,kld_alpha,kld_kde --steps=20
 
-Median of --steps synchronised steps after two warm-up steps (compilation excluded and
+Median of --steps synchronised steps per model after two warm-up steps, models taken in
+turn step by step so that load on a shared machine hits all alike (compilation excluded,
 reported separately). Data is synthetic echo at the requested size.
 """
 
@@ -15,6 +16,7 @@ import platform
 import statistics
 import sys
 import time
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,33 +28,31 @@ from echokld import models, steps, variants  # noqa: E402
 from echokld.data import pipeline, synthetic  # noqa: E402
 
 
-def time_model(name: str, shape: tuple[int, int], batch: int, num_steps: int) -> dict:
+def setup_model(name: str, shape: tuple[int, int], batch: int) -> tuple[Callable, float]:
+  """Builds a model's jitted train step on synthetic echo; returns (run_one_step, compile s)."""
   config = importlib.import_module(f"configs.{name}").get_config()
   records = synthetic.make_synthetic(max(batch, 4), 0, shape)
   split = pipeline.to_arrays(records, shape, resize=False)
   model = models.model_from_config(config.model)
   tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
-  state = steps.create_train_state(model, tx, plateau, 0, shape)
+  box = [steps.create_train_state(model, tx, plateau, 0, shape)]
   reference = (variants.reference_params(split) if variants.needs_reference(config)
                else None)
   extras_fn, _ = variants.make_extras(config, reference)
   chunk = steps.make_train_chunk(model, tx, config.loss, batch, extras_fn)
   images, masks = jax.device_put(split.images), jax.device_put(split.masks)
-  perm = jnp.arange(len(split)) % len(split)
-  t0 = time.perf_counter()
-  state, terms = chunk(state, images, masks, perm, jnp.int32(0), num_steps=1)
-  jax.block_until_ready(terms)
-  compile_s = time.perf_counter() - t0
-  state, terms = chunk(state, images, masks, perm, jnp.int32(0), num_steps=1)
-  jax.block_until_ready(terms)
-  times = []
-  for _ in range(num_steps):
+  perm = jnp.arange(len(split))
+
+  def run_one_step() -> float:
     t0 = time.perf_counter()
-    state, terms = chunk(state, images, masks, perm, jnp.int32(0), num_steps=1)
+    box[0], terms = chunk(box[0], images, masks, perm, jnp.int32(0), num_steps=1)
     jax.block_until_ready(terms)
-    times.append(time.perf_counter() - t0)
-  return {"model": name, "median_s": statistics.median(times), "compile_s": compile_s,
-          "finite": bool(np.isfinite(np.asarray(terms["total"])).all())}
+    assert np.isfinite(np.asarray(terms["total"])).all(), name
+    return time.perf_counter() - t0
+
+  compile_s = run_one_step()
+  run_one_step()
+  return run_one_step, compile_s
 
 
 def main() -> None:
@@ -68,12 +68,17 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}")
   print("| model | median step s | images/s | ratio to dice | compile s |")
   print("|---|---|---|---|---|")
-  base = None
-  for name in args.models.split(","):
-    r = time_model(name, shape, args.batch, args.steps)
-    base = base or r["median_s"]
-    print(f"| {name} | {r['median_s']:.3f} | {args.batch / r['median_s']:.2f} | "
-          f"{r['median_s'] / base:.2f} | {r['compile_s']:.1f} |", flush=True)
+  names = args.models.split(",")
+  runners = {name: setup_model(name, shape, args.batch) for name in names}
+  times: dict[str, list[float]] = {name: [] for name in names}
+  for _ in range(args.steps):  # Round robin, so machine drift hits every model alike.
+    for name in names:
+      times[name].append(runners[name][0]())
+  base = statistics.median(times[names[0]])
+  for name in names:
+    median = statistics.median(times[name])
+    print(f"| {name} | {median:.3f} | {args.batch / median:.2f} | {median / base:.2f} | "
+          f"{runners[name][1]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
