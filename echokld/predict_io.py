@@ -1,0 +1,217 @@
+"""Files in and out of `echokld.predict`: finding frames, reading them, writing masks.
+
+Frames are read in the training convention (rows = depth, apex at the top) with the CAMUS
+readers, so a NIfTI or .mhd frame reaches the model exactly as a CAMUS training frame did.
+Masks are written back in each input's own format, shape and orientation (the transposes of
+reading undone), with its header: NIfTI affine and header, MetaImage spacing, origin and
+direction. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import pathlib
+import re
+from typing import Any, Sequence
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image
+from scipy import ndimage
+
+from echokld.data import camus, folder, pipeline
+from echokld.errors import InputError
+
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+MHD_EXTENSIONS = (".mhd",)
+IMAGE_EXTENSIONS = tuple(folder.IMAGE_EXTENSIONS)
+EXTENSIONS = NIFTI_EXTENSIONS + MHD_EXTENSIONS + IMAGE_EXTENSIONS
+# Stems a folder walk skips: CAMUS ground truth and sequences, and this tool's own outputs.
+SKIPPED_STEM = re.compile(r"(_gt|sequence|_mask|_overlay)$", re.IGNORECASE)
+# JPEG is lossy: 0/1 masks of JPEG inputs are written as PNG.
+LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+CAMUS_FRAME = re.compile(r"(patient\d+)_(2CH|4CH)_(ED|ES)", re.IGNORECASE)
+AREA_COLUMNS = ("file", "frame", "lv_area_px", "lv_area_mm2")
+CONTOUR_RGB = (255, 40, 40)
+# The CAMUS per-file readers give NIfTI and .mhd frames the orientation training frames had;
+# metadata.csv is parsed as the `folder` source parses it.
+_READ_NIFTI = camus._read_nifti  # pylint: disable=protected-access
+_READ_MHD = camus._read_mhd  # pylint: disable=protected-access
+_READ_METADATA = folder._read_metadata  # pylint: disable=protected-access
+
+
+@dataclasses.dataclass
+class Frame:
+  """One input frame in the training convention, and where its outputs go."""
+
+  path: str
+  rel_dir: str  # Sub-folder of the output folder (mirrors the input folder's layout).
+  stem: str
+  ext: str
+  image: np.ndarray  # 2-D, rows = depth.
+  spacing_mm: tuple[float, float] | None
+  quality: str | None = None
+
+  @property
+  def name(self) -> str:
+    """The input file relative to --input (the `file` column of areas.csv)."""
+    return os.path.join(self.rel_dir, self.stem + self.ext)
+
+
+def split_ext(name: str) -> tuple[str, str]:
+  """("x", ".nii.gz") for x.nii.gz; os.path.splitext for anything else."""
+  if name.lower().endswith(".nii.gz"):
+    return name[:-7], name[-7:]
+  return os.path.splitext(name)
+
+
+def is_supported(name: str) -> bool:
+  return name.lower().endswith(EXTENSIONS)
+
+
+def find_inputs(root: str, exclude: str | None = None) -> list[tuple[str, str]]:
+  """(path, sub-folder) of every frame under `root`; a file given by name is never skipped.
+
+  A folder is walked recursively in sorted order; hidden folders, `exclude` (the output
+  folder, when it lies inside the input) and files whose stem ends in _gt, sequence, _mask
+  or _overlay are left out.
+  """
+  if os.path.isfile(root):
+    if not is_supported(root):
+      raise InputError(root, f"unsupported file type; expected one of {', '.join(EXTENSIONS)}")
+    return [(root, "")]
+  if not os.path.isdir(root):
+    raise InputError(root, "input does not exist")
+  exclude = os.path.realpath(exclude) if exclude else None
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and
+                         os.path.realpath(os.path.join(dirpath, d)) != exclude)
+    rel = os.path.relpath(dirpath, root)
+    for name in sorted(filenames):
+      if is_supported(name) and not SKIPPED_STEM.search(split_ext(name)[0]):
+        found.append((os.path.join(dirpath, name), "" if rel == "." else rel))
+  if not found:
+    raise InputError(root, "no frames found (.nii.gz, .nii, .mhd, .png, .jpg, .bmp, .tif)")
+  return found
+
+
+class Metadata:
+  """Quality (and, for plain images, spacing) of frames, from files beside them.
+
+  CAMUS frames (patientXXXX_<view>_<phase>) take ImageQuality from Info_<view>.cfg; plain
+  images take image_quality and spacing from a metadata.csv of the `folder` source format.
+  Each file is parsed once. Quality is looked up only when `quality` is set (quality
+  gating), so a broken cfg cannot fail a frame that does not need it.
+  """
+
+  def __init__(self, quality: bool = True):
+    self.quality = quality
+    self._cache: dict[str, Any] = {}
+
+  def _cached(self, path: str, parse) -> Any:
+    if path not in self._cache:
+      self._cache[path] = parse(path) if os.path.isfile(path) else None
+    return self._cache[path]
+
+  def camus_quality(self, path: str) -> str | None:
+    match = CAMUS_FRAME.fullmatch(split_ext(os.path.basename(path))[0])
+    if not match or not self.quality:
+      return None
+    cfg_path = os.path.join(os.path.dirname(path), f"Info_{match.group(2).upper()}.cfg")
+    cfg = self._cached(cfg_path, camus.parse_cfg)
+    return None if cfg is None else cfg.get("quality")
+
+  def table_row(self, path: str) -> dict:
+    table = self._cached(os.path.join(os.path.dirname(path), "metadata.csv"),
+                         _READ_METADATA)
+    return (table or {}).get(split_ext(os.path.basename(path))[0], {})
+
+
+def read_frame(path: str, rel_dir: str, metadata: Metadata | None = None) -> Frame:
+  """Reads one frame (InputError naming the file if it is unreadable or not 2-D)."""
+  stem, ext = split_ext(os.path.basename(path))
+  lower = ext.lower()
+  quality = None
+  if lower in NIFTI_EXTENSIONS or lower in MHD_EXTENSIONS:
+    reader = _READ_NIFTI if lower in NIFTI_EXTENSIONS else _READ_MHD
+    image, spacing = reader(pathlib.Path(path))
+    if metadata is not None:
+      quality = metadata.camus_quality(path)
+  else:
+    image, spacing = folder.read_image(path), None
+    if metadata is not None:
+      row = metadata.table_row(path)
+      spacing = row.get("spacing_mm")
+      quality = (row.get("quality") if metadata.quality else None) or \
+          metadata.camus_quality(path)
+  if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+    raise InputError(path, f"image dtype {image.dtype} is not a real number type")
+  if not np.all(np.isfinite(image)):
+    raise InputError(path, "image has NaN or infinite values")
+  return Frame(path, rel_dir, stem, ext, image, spacing, quality)
+
+
+def output_paths(frame: Frame, out_dir: str) -> tuple[str, str]:
+  """(mask path, overlay path) of a frame; the mask keeps the input's extension."""
+  folder_out = os.path.join(out_dir, frame.rel_dir)
+  ext = ".png" if frame.ext.lower() in LOSSY_EXTENSIONS else frame.ext
+  return (os.path.join(folder_out, f"{frame.stem}_mask{ext}"),
+          os.path.join(folder_out, f"{frame.stem}_overlay.png"))
+
+
+def write_mask(frame: Frame, mask: np.ndarray, path: str) -> None:
+  """Writes a 0/1 uint8 mask (training convention) in the frame's format and geometry."""
+  mask = np.asarray(mask, np.uint8)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  lower = frame.ext.lower()
+  if lower in NIFTI_EXTENSIONS:
+    ref = nib.load(frame.path)
+    data = np.ascontiguousarray(mask.T).reshape(ref.shape)  # Stored (width, depth[, 1]).
+    image = nib.Nifti1Image(data, ref.affine, ref.header)
+    image.set_data_dtype(np.uint8)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.header["cal_min"], image.header["cal_max"] = 0, 1
+    nib.save(image, path)
+  elif lower in MHD_EXTENSIONS:
+    ref = sitk.ReadImage(frame.path)
+    image = sitk.GetImageFromArray(mask.reshape(ref.GetSize()[::-1]))
+    image.CopyInformation(ref)
+    sitk.WriteImage(image, path)
+  else:
+    Image.fromarray(mask, mode="L").save(path)
+
+
+def contour(mask: np.ndarray) -> np.ndarray:
+  """The mask's boundary pixels (inside the mask, next to the outside or the image edge)."""
+  mask = np.asarray(mask, bool)
+  return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def write_overlay(frame: Frame, mask: np.ndarray, path: str) -> None:
+  """The 8-bit frame in grey with the predicted LV contour in red (training orientation)."""
+  grey = pipeline.to_uint8(np.asarray(frame.image))
+  rgb = np.repeat(grey[..., None], 3, axis=-1)
+  rgb[contour(mask)] = CONTOUR_RGB
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  Image.fromarray(rgb, mode="RGB").save(path)
+
+
+def area_row(frame: Frame, mask: np.ndarray) -> dict[str, Any]:
+  """One areas.csv row: LV pixels, and mm^2 when the frame's spacing is known."""
+  pixels = int(np.count_nonzero(mask))
+  mm2 = None
+  if frame.spacing_mm is not None:
+    mm2 = pixels * float(frame.spacing_mm[0]) * float(frame.spacing_mm[1])
+  return {"file": frame.name, "frame": frame.stem, "lv_area_px": pixels,
+          "lv_area_mm2": "" if mm2 is None else f"{mm2:.4f}"}
+
+
+def write_areas(rows: Sequence[dict[str, Any]], path: str) -> None:
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=AREA_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)

@@ -1,0 +1,231 @@
+"""echokld.predict: formats in and out, geometry kept, ensembles, gating, bad input."""
+
+import csv
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+import camus_fixtures
+from conftest import ROOT, tiny_config
+from echokld import predict, train
+from echokld.data import camus
+from echokld.errors import InputError
+
+AFFINE = np.array([[0.0, -0.3, 0.0, 5.0], [0.2, 0.0, 0.0, -3.0], [0.0, 0.0, 1.5, 7.0],
+                   [0.0, 0.0, 0.0, 1.0]])
+MHD_SPACING, MHD_ORIGIN = (0.154, 0.31, 1.0), (1.0, -2.0, 3.0)
+GOOD = ("a.png", "b.jpg", "c.nii.gz", "d.mhd")
+BAD = ("bad.png", "big.png", "tiny.png", "volume.nii.gz")
+
+
+def run_cli(*args):
+  cmd = [sys.executable, "-m", "echokld.predict", *map(str, args)]
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+
+def error_lines(result):
+  return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def read_areas(out_dir):
+  with open(os.path.join(out_dir, "areas.csv"), newline="") as f:
+    return {row["file"]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+  """Two tiny one-epoch runs (seeds 0 and 1) sharing one preprocessing."""
+  dirs = []
+  for seed in (0, 1):
+    workdir = str(tmp_path_factory.mktemp(f"run{seed}"))
+    train.train_and_evaluate(tiny_config("dice", seed=seed, **{"train.max_epochs": 1}),
+                             workdir)
+    dirs.append(workdir)
+  return dirs
+
+
+@pytest.fixture(scope="module")
+def runs(workdirs):
+  return [predict.load_run(w, batch_size=4) for w in workdirs]
+
+
+@pytest.fixture(scope="module")
+def mixed(workdirs, tmp_path_factory):
+  """One CLI call on a folder of good and bad frames of every supported kind."""
+  root = tmp_path_factory.mktemp("mixed")
+  src, out = root / "in", root / "out"
+  (src / "sub").mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(src / "a.png")
+  Image.fromarray(rng.integers(0, 255, (30, 36), dtype=np.uint8)).save(src / "sub" / "b.jpg")
+  (src / "sub" / "metadata.csv").write_text("case,image_quality,spacing_row_mm,spacing_col_mm\n"
+                                            "b,Poor,0.5,0.25\n")
+  nib.save(nib.Nifti1Image(rng.random((48, 40)).astype(np.float32), AFFINE), src / "c.nii.gz")
+  image = sitk.GetImageFromArray(rng.integers(0, 255, (1, 44, 36), dtype=np.uint8))
+  image.SetSpacing(MHD_SPACING)
+  image.SetOrigin(MHD_ORIGIN)
+  image.SetDirection((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+  sitk.WriteImage(image, str(src / "d.mhd"))
+  (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+  Image.fromarray(np.zeros((200, 40), np.uint8)).save(src / "big.png")
+  Image.fromarray(np.zeros((6, 6), np.uint8)).save(src / "tiny.png")
+  nib.save(nib.Nifti1Image(np.zeros((48, 40, 3), np.float32), AFFINE), src / "volume.nii.gz")
+  (src / "notes.txt").write_text("ignored")
+  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={out}")
+  return src, out, result
+
+
+def test_bad_files_reported_others_written(mixed):
+  _, out, result = mixed
+  assert result.returncode == 2, result.stderr
+  lines = error_lines(result)
+  assert len(lines) == len(BAD), result.stderr
+  for name, fragment in zip(sorted(BAD), ("unreadable", "far outside", "far outside",
+                                          "2-D frame")):
+    line = next(l for l in lines if f"{os.sep}{name}:" in l)
+    assert line.startswith("error: ") and fragment in line, line
+  assert "segmented 4 of 8 frames" in result.stdout
+  assert not any(n.startswith(("bad_", "big_", "tiny_", "volume_")) for n in os.listdir(out))
+
+
+def test_png_folder_masks_overlays_and_areas(mixed):
+  src, out, _ = mixed
+  areas = read_areas(out)
+  assert sorted(areas) == sorted(["a.png", os.path.join("sub", "b.jpg"), "c.nii.gz", "d.mhd"])
+  for rel, mask_name in (("a.png", "a_mask.png"), (os.path.join("sub", "b.jpg"),
+                                                   os.path.join("sub", "b_mask.png"))):
+    mask = np.asarray(Image.open(out / mask_name))
+    assert mask.shape == np.asarray(Image.open(src / rel)).shape
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    assert int(areas[rel]["lv_area_px"]) == int(mask.sum())
+    if rel == "a.png":
+      assert areas[rel]["lv_area_mm2"] == ""  # Spacing unknown.
+    else:  # Spacing from sub/metadata.csv.
+      assert float(areas[rel]["lv_area_mm2"]) == pytest.approx(mask.sum() * 0.125)
+    overlay = Image.open(out / mask_name.replace("_mask.png", "_overlay.png"))
+    assert overlay.mode == "RGB" and overlay.size == Image.open(src / rel).size
+
+
+def test_nifti_round_trip(mixed, runs):
+  src, out, _ = mixed
+  back, given = nib.load(out / "c_mask.nii.gz"), nib.load(src / "c.nii.gz")
+  assert back.shape == given.shape and np.allclose(back.affine, AFFINE)
+  assert back.get_data_dtype() == np.uint8
+  mask = np.asanyarray(back.dataobj)
+  # Stored transposed like the input: the API's mask (training orientation) transposed back.
+  image, spacing = camus._read_nifti(src / "c.nii.gz")  # pylint: disable=protected-access
+  expected = predict.predict_masks(runs[:1], [image])[0]
+  np.testing.assert_array_equal(mask, expected.T)
+  row = read_areas(out)["c.nii.gz"]
+  assert int(row["lv_area_px"]) == int(mask.sum())
+  assert float(row["lv_area_mm2"]) == pytest.approx(mask.sum() * spacing[0] * spacing[1],
+                                                    rel=1e-4)
+
+
+def test_mhd_round_trip(mixed):
+  src, out, _ = mixed
+  given, back = sitk.ReadImage(str(src / "d.mhd")), sitk.ReadImage(str(out / "d_mask.mhd"))
+  assert back.GetSize() == given.GetSize()
+  assert back.GetSpacing() == pytest.approx(MHD_SPACING)
+  assert back.GetOrigin() == pytest.approx(MHD_ORIGIN)
+  assert back.GetDirection() == pytest.approx(given.GetDirection())
+  mask = sitk.GetArrayFromImage(back)
+  assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+  row = read_areas(out)["d.mhd"]
+  assert float(row["lv_area_mm2"]) == pytest.approx(mask.sum() * 0.154 * 0.31, rel=1e-4)
+
+
+def test_camus_patient_folder_with_quality_gating(workdirs, runs, tmp_path):
+  root = camus_fixtures.write_nifti_release(tmp_path / "camus", patients=("patient0001",))
+  patient = root / "database_nifti" / "patient0001"
+  out = tmp_path / "out"
+  result = run_cli(f"--workdir={workdirs[0]}", f"--workdir={workdirs[1]}", f"--input={patient}",
+                   f"--output={out}", "--gating=quality")
+  assert result.returncode == 0, result.stderr
+  frames = [f"patient0001_{v}_{p}" for v in ("2CH", "4CH") for p in ("ED", "ES")]
+  areas = read_areas(out)
+  assert sorted(areas) == sorted(f + ".nii.gz" for f in frames)  # No _gt, no sequences.
+  for name in frames:
+    back = nib.load(out / f"{name}_mask.nii.gz")
+    assert back.shape == nib.load(patient / f"{name}.nii.gz").shape  # (width, depth).
+    mm2 = np.asanyarray(back.dataobj).sum() * camus_fixtures.ROW_MM * camus_fixtures.COL_MM
+    assert float(areas[name + ".nii.gz"]["lv_area_mm2"]) == pytest.approx(mm2, rel=1e-4)
+  # The written mask is the quality-gated ensemble of the API (patient0001 is Good).
+  metadata = predict.predict_io.Metadata()
+  assert metadata.camus_quality(str(patient / f"{frames[0]}.nii.gz")) == "Good"
+  image, _ = camus._read_nifti(patient / f"{frames[0]}.nii.gz")  # pylint: disable=protected-access
+  expected = predict.predict_masks(runs, [image], ["Good"], gating="quality")[0]
+  written = np.asanyarray(nib.load(out / f"{frames[0]}_mask.nii.gz").dataobj)
+  np.testing.assert_array_equal(written, expected.T)
+
+
+def test_ensemble_is_mean_and_gating_weights(runs):
+  images = np.random.default_rng(1).integers(0, 255, (5, 32, 32), dtype=np.uint8)
+  members = [run.predict_probs(images) for run in runs]
+  assert members[0].shape == (5, 32, 32) and not np.allclose(members[0], members[1])
+  np.testing.assert_allclose(predict.ensemble_probs(runs, images),
+                             (members[0] + members[1]) / 2, atol=1e-6)
+  weights = predict.quality_weights(runs, ["Good", None, "Nonexistent", "Poor", "Medium"])
+  dice = [run.summary["test"]["by_quality"]["Good"]["dice"] for run in runs]
+  np.testing.assert_allclose(weights[0], np.array(dice) / sum(dice))
+  np.testing.assert_allclose(weights[1:3], 0.5)  # Unknown quality: equal weights.
+  gated = predict.ensemble_probs(runs, images, weights)
+  np.testing.assert_allclose(gated, weights[:, 0, None, None] * members[0] +
+                             weights[:, 1, None, None] * members[1], atol=1e-6)
+
+
+def test_ensemble_needs_one_preprocessing(workdirs, runs, tmp_path):
+  other = tmp_path / "other"
+  shutil.copytree(workdirs[1], other)
+  prep = json.loads((other / "preprocessing.json").read_text())
+  prep["image_shape"] = [48, 48]
+  (other / "preprocessing.json").write_text(json.dumps(prep))
+  with pytest.raises(InputError, match="differs from"):
+    predict.check_compatible([runs[0], predict.load_run(other)])
+
+
+def test_bad_run_directories(workdirs, tmp_path):
+  no_ckpt = tmp_path / "no_ckpt"
+  no_ckpt.mkdir()
+  for name in ("config.json", "preprocessing.json"):
+    shutil.copy(os.path.join(workdirs[0], name), no_ckpt / name)
+  frame = tmp_path / "f.png"
+  Image.fromarray(np.zeros((32, 32), np.uint8)).save(frame)
+  result = run_cli(f"--workdir={no_ckpt}", f"--input={frame}", f"--output={tmp_path / 'o'}")
+  assert result.returncode == 2
+  lines = error_lines(result)
+  assert len(lines) == 1 and str(no_ckpt) in lines[0] and "checkpoint" in lines[0], lines
+  assert not (no_ckpt / "checkpoints").exists() and not (tmp_path / "o").exists()
+  (no_ckpt / "config.json").unlink()
+  with pytest.raises(InputError, match="config.json is missing"):
+    predict.load_run(no_ckpt)
+
+
+class ThresholdRun:
+  """A stand-in member on a native-shape (pad/crop) run: probability = pixel > 100."""
+
+  workdir, image_shape, resize = "threshold", (32, 32), False
+
+  def predict_probs(self, images):
+    return (images > 100).astype(np.float32)
+
+
+def test_pad_crop_geometry_is_undone():
+  rng = np.random.default_rng(2)
+  large, small = (rng.integers(0, 255, shape, dtype=np.uint8) for shape in ((40, 48), (20, 24)))
+  mask_large, mask_small = predict.predict_masks([ThresholdRun()], [large, small])
+  expected = np.zeros_like(large)
+  expected[:32, 8:40] = large[:32, 8:40] > 100  # Cropped: top-aligned rows, centred columns.
+  np.testing.assert_array_equal(mask_large, expected)
+  np.testing.assert_array_equal(mask_small, small > 100)  # Padded: all of it kept.
+  with pytest.raises(InputError, match="far outside"):
+    predict.predict_masks([ThresholdRun()], [np.zeros((32, 129), np.uint8)])
