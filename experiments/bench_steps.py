@@ -28,10 +28,11 @@ from echokld import models, steps, variants  # noqa: E402
 from echokld.data import pipeline, synthetic  # noqa: E402
 
 
-def setup_model(name: str, shape: tuple[int, int], batch: int) -> tuple[Callable, float]:
+def setup_model(name: str, shape: tuple[int, int], batch: int, per_call: int = 1
+                ) -> tuple[Callable, float]:
   """Builds a model's jitted train step on synthetic echo; returns (run_one_step, compile s)."""
   config = importlib.import_module(f"configs.{name}").get_config()
-  records = synthetic.make_synthetic(max(batch, 4), 0, shape)
+  records = synthetic.make_synthetic(max(batch * per_call, 4) // 2 + 1, 0, shape)
   split = pipeline.to_arrays(records, shape, resize=False)
   model = models.model_from_config(config.model)
   tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
@@ -44,11 +45,12 @@ def setup_model(name: str, shape: tuple[int, int], batch: int) -> tuple[Callable
   perm = jnp.arange(len(split))
 
   def run_one_step() -> float:
+    """Seconds per train step, over one device call of `per_call` steps."""
     t0 = time.perf_counter()
-    box[0], terms = chunk(box[0], images, masks, perm, jnp.int32(0), num_steps=1)
+    box[0], terms = chunk(box[0], images, masks, perm, jnp.int32(0), num_steps=per_call)
     jax.block_until_ready(terms)
     assert np.isfinite(np.asarray(terms["total"])).all(), name
-    return time.perf_counter() - t0
+    return (time.perf_counter() - t0) / per_call
 
   compile_s = run_one_step()
   run_one_step()
@@ -61,15 +63,20 @@ def main() -> None:
   parser.add_argument("--models", default="dice,wdecay,vae,kld_alpha,kld_kde,rd_vae,bd_vae")
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--steps_per_call", default="1",
+                      help="comma list: also time k steps fused by lax.scan per call")
   args = parser.parse_args()
   shape = tuple(int(v) for v in args.size.split(","))
   print(f"# train step, batch {args.batch}, {shape[0]}x{shape[1]}, {jax.devices()[0]}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{time.strftime('%Y-%m-%d')}")
-  print("| model | median step s | images/s | ratio to dice | compile s |")
+  print("| model[@steps per call] | median step s | images/s | ratio to dice | compile s |")
   print("|---|---|---|---|---|")
-  names = args.models.split(",")
-  runners = {name: setup_model(name, shape, args.batch) for name in names}
+  names = [f"{m}@{k}" if k != "1" else m for k in args.steps_per_call.split(",")
+           for m in args.models.split(",")]
+  runners = {name: setup_model(name.split("@")[0], shape, args.batch,
+                               int(name.split("@")[1]) if "@" in name else 1)
+             for name in names}
   times: dict[str, list[float]] = {name: [] for name in names}
   for _ in range(args.steps):  # Round robin, so machine drift hits every model alike.
     for name in names:

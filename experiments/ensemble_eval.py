@@ -1,0 +1,50 @@
+"""Dice of each trained run, their mean ensemble and the quality-gated mixture on a folder split.
+
+  python experiments/ensemble_eval.py --runs=runs/a,runs/b --data_root=DIR [--split=val]
+
+Masks are predicted in each frame's own geometry (echokld.predict) and scored against the
+LV label at the frame's native resolution. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from echokld import metrics, predict  # noqa: E402
+from echokld.data import folder, pipeline  # noqa: E402
+
+
+def mean_dice(masks: list[np.ndarray], truths: list[np.ndarray]) -> float:
+  return float(np.mean([metrics.overlap_metrics(m, t)["dice"] for m, t in zip(masks, truths)]))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--runs", required=True)
+  parser.add_argument("--data_root", required=True)
+  parser.add_argument("--split", default="val")
+  args = parser.parse_args()
+  records = [r for r in folder.read_folder(args.data_root) if r["split"] == args.split]
+  images = [r["image"] for r in records]
+  truths = [r["label"] == pipeline.LV_LABEL for r in records]
+  qualities = [r["quality"] for r in records]
+  runs = [predict.load_run(w) for w in args.runs.split(",")]
+  print(f"{len(records)} {args.split} frames of {args.data_root}\n")
+  print("| predictor | mean Dice |\n|---|---|")
+  for run in runs:
+    print(f"| {os.path.basename(run.workdir.rstrip('/'))} | "
+          f"{mean_dice(predict.predict_masks([run], images), truths):.4f} |", flush=True)
+  print(f"| mean ensemble ({len(runs)}) | "
+        f"{mean_dice(predict.predict_masks(runs, images), truths):.4f} |")
+  gated = predict.predict_masks(runs, images, qualities, gating="quality")
+  print(f"| quality-gated mixture ({len(runs)}) | {mean_dice(gated, truths):.4f} |")
+
+
+if __name__ == "__main__":
+  main()
