@@ -276,7 +276,7 @@ def report(rows, subsets, frames, check, settings: dict, path: pathlib.Path) -> 
             f"**{best_ks['name']}**. Alpha ranks {alpha['rank_loglik']} by log-likelihood, "
             f"{alpha['rank_aic']} by AIC and {alpha['rank_ks']} by KS "
             f"(AIC gap to the best: {alpha['aic'] - min(r['aic'] for r in rows):.1f}).",
-            f"- Per pixel the top four differ little: log-lik / px "
+            "- Per pixel the top four differ little: log-lik / px "
             + ", ".join(f"{r['name']} {r['loglik'] / settings['fitted pixels']:.4f}"
                         for r in rows[:4]) + "; normal and Rayleigh are clearly worse "
             f"(KS {by['norm']['ks']:.3f} and {by['rayleigh']['ks']:.3f}).",
