@@ -36,11 +36,6 @@ LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 CAMUS_FRAME = re.compile(r"(patient\d+)_(2CH|4CH)_(ED|ES)", re.IGNORECASE)
 AREA_COLUMNS = ("file", "frame", "lv_area_px", "lv_area_mm2")
 CONTOUR_RGB = (255, 40, 40)
-# The CAMUS per-file readers give NIfTI and .mhd frames the orientation training frames had;
-# metadata.csv is parsed as the `folder` source parses it.
-_READ_NIFTI = camus._read_nifti  # pylint: disable=protected-access
-_READ_MHD = camus._read_mhd  # pylint: disable=protected-access
-_READ_METADATA = folder._read_metadata  # pylint: disable=protected-access
 
 
 @dataclasses.dataclass
@@ -127,7 +122,7 @@ class Metadata:
 
   def table_row(self, path: str) -> dict:
     table = self._cached(os.path.join(os.path.dirname(path), "metadata.csv"),
-                         _READ_METADATA)
+                         folder.read_metadata)
     return (table or {}).get(split_ext(os.path.basename(path))[0], {})
 
 
@@ -137,7 +132,7 @@ def read_frame(path: str, rel_dir: str, metadata: Metadata | None = None) -> Fra
   lower = ext.lower()
   quality = None
   if lower in NIFTI_EXTENSIONS or lower in MHD_EXTENSIONS:
-    reader = _READ_NIFTI if lower in NIFTI_EXTENSIONS else _READ_MHD
+    reader = camus.read_nifti if lower in NIFTI_EXTENSIONS else camus.read_mhd
     image, spacing = reader(pathlib.Path(path))
     if metadata is not None:
       quality = metadata.camus_quality(path)

@@ -121,7 +121,7 @@ def test_nifti_round_trip(mixed, runs):
   assert back.get_data_dtype() == np.uint8
   mask = np.asanyarray(back.dataobj)
   # Stored transposed like the input: the API's mask (training orientation) transposed back.
-  image, spacing = camus._read_nifti(src / "c.nii.gz")  # pylint: disable=protected-access
+  image, spacing = camus.read_nifti(src / "c.nii.gz")
   expected = predict.predict_masks(runs[:1], [image])[0]
   np.testing.assert_array_equal(mask, expected.T)
   row = read_areas(out)["c.nii.gz"]
@@ -161,7 +161,7 @@ def test_camus_patient_folder_with_quality_gating(workdirs, runs, tmp_path):
   # The written mask is the quality-gated ensemble of the API (patient0001 is Good).
   metadata = predict.predict_io.Metadata()
   assert metadata.camus_quality(str(patient / f"{frames[0]}.nii.gz")) == "Good"
-  image, _ = camus._read_nifti(patient / f"{frames[0]}.nii.gz")  # pylint: disable=protected-access
+  image, _ = camus.read_nifti(patient / f"{frames[0]}.nii.gz")
   expected = predict.predict_masks(runs, [image], ["Good"], gating="quality")[0]
   written = np.asanyarray(nib.load(out / f"{frames[0]}_mask.nii.gz").dataobj)
   np.testing.assert_array_equal(written, expected.T)

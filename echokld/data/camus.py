@@ -98,7 +98,7 @@ def list_frames(root: str | os.PathLike, view: str = "2CH") -> list[FrameSpec]:
 
 def load_frame(spec: FrameSpec) -> dict[str, Any]:
   """Reads one frame (image and, when present, label) into a record."""
-  read = _read_nifti if spec.release == NIFTI else _read_mhd
+  read = read_nifti if spec.release == NIFTI else read_mhd
   image, spacing = read(spec.image_path)
   label = None
   if spec.label_path is not None:
@@ -262,7 +262,7 @@ def _patient_frames(patient_dir: pathlib.Path, view: str, release: str, has_gt: 
   return specs
 
 
-def _read_nifti(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
+def read_nifti(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
   """Reads a CAMUS NIfTI frame; the release stores it (width, depth), so it is transposed."""
   try:
     raw = path.read_bytes()
@@ -284,7 +284,7 @@ def _read_nifti(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
   return np.ascontiguousarray(data.T), (row, col)
 
 
-def _read_mhd(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
+def read_mhd(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
   """Reads a 2019 .mhd/.raw frame (a 3-D volume with one slice) with SimpleITK."""
   reader = sitk.ImageFileReader()
   reader.SetFileName(str(path))

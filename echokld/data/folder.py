@@ -50,7 +50,7 @@ def check_label(label: np.ndarray, image_shape: tuple[int, ...], path: str) -> n
   return label.astype(np.uint8)
 
 
-def _read_metadata(path: str) -> dict[str, dict]:
+def read_metadata(path: str) -> dict[str, dict]:
   try:
     with open(path, newline="") as f:
       rows = list(csv.DictReader(f))
@@ -101,7 +101,7 @@ def read_folder(root: str) -> list[dict]:
       raise InputError(os.path.join(label_dir, case + ".png"), "missing label for image "
                        f"{os.path.basename(images[case])}")
   meta_path = os.path.join(root, "metadata.csv")
-  metadata = _read_metadata(meta_path) if os.path.exists(meta_path) else {}
+  metadata = read_metadata(meta_path) if os.path.exists(meta_path) else {}
 
   def load(case: str) -> dict:
     image = read_image(images[case])
