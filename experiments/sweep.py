@@ -46,6 +46,25 @@ def table(out: str, runs: list[tuple[str, int]]) -> str:
   return "\n".join(lines)
 
 
+def run_grid(out: str, runs: list[tuple[str, int]], overrides: list[str]) -> int:
+  """Runs (or resumes, or skips) each (model, seed) in its own workdir; returns failures."""
+  failures = 0
+  for model, seed in runs:
+    workdir = os.path.join(out, f"{model}_seed{seed}")
+    if os.path.exists(os.path.join(workdir, "summary.json")):
+      print(f"[skip] {workdir} is finished", flush=True)
+      continue
+    print(f"[run] {model} seed {seed} -> {workdir}", flush=True)
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "echokld.main", f"--config={ROOT}/configs/{model}.py",
+           f"--workdir={workdir}", f"--config.seed={seed}", *overrides]
+    result = subprocess.run(cmd, cwd=ROOT)
+    failures += result.returncode != 0
+    status = "done" if result.returncode == 0 else f"failed (exit {result.returncode})"
+    print(f"[{status}] {workdir} in {time.time() - t0:.0f}s", flush=True)
+  return failures
+
+
 def main() -> None:
   argv = sys.argv[1:]
   overrides = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -57,19 +76,9 @@ def main() -> None:
   parser.add_argument("--shard", default="0/1")
   args = parser.parse_args(argv)
   runs = grid(args.models.split(","), [int(s) for s in args.seeds.split(",")])
-  for model, seed in shard(runs, args.shard):
-    workdir = os.path.join(args.out, f"{model}_seed{seed}")
-    if os.path.exists(os.path.join(workdir, "summary.json")):
-      print(f"[skip] {workdir} is finished", flush=True)
-      continue
-    print(f"[run] {model} seed {seed} -> {workdir}", flush=True)
-    t0 = time.time()
-    cmd = [sys.executable, "-m", "echokld.main", f"--config={ROOT}/configs/{model}.py",
-           f"--workdir={workdir}", f"--config.seed={seed}", *overrides]
-    result = subprocess.run(cmd, cwd=ROOT)
-    status = "done" if result.returncode == 0 else f"failed (exit {result.returncode})"
-    print(f"[{status}] {workdir} in {time.time() - t0:.0f}s", flush=True)
+  failures = run_grid(args.out, shard(runs, args.shard), overrides)
   print(table(args.out, runs))
+  sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":
