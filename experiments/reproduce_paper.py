@@ -33,9 +33,7 @@ SMOKE_OVERRIDES = [
 
 
 def main() -> None:
-  argv = sys.argv[1:]
-  overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-  argv = argv[:argv.index("--")] if "--" in argv else argv
+  argv, overrides = sweep.split_overrides(sys.argv[1:])
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True)
   parser.add_argument("--seeds", default="0,1,2")

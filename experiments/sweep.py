@@ -65,10 +65,15 @@ def run_grid(out: str, runs: list[tuple[str, int]], overrides: list[str]) -> int
   return failures
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """(this script's arguments, config overrides after `--` passed to every run)."""
+  if "--" not in argv:
+    return argv, []
+  return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+
+
 def main() -> None:
-  argv = sys.argv[1:]
-  overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-  argv = argv[:argv.index("--")] if "--" in argv else argv
+  argv, overrides = split_overrides(sys.argv[1:])
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True)
   parser.add_argument("--models", default=",".join(MODELS))
