@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from echokld import kld_losses
+
 Array = jax.Array
 
 
@@ -32,16 +34,13 @@ def total_loss(outputs: dict[str, Array], images: Array, masks: Array, loss_conf
                                   loss_config.dice_reduction == "image")}
   total = terms["dice"]
   if loss_config.kld_estimator != "none":
-    from echokld import kld_losses
     terms["kld"] = kld_losses.intensity_kld(images, probs, masks, loss_config)
     total = total + loss_config.kld_weight * terms["kld"]
   if "recon" in outputs:
-    from echokld import kld_losses
     recon, kl = kld_losses.vae_terms(outputs, images)
     terms["recon"], terms["vae_kl"] = recon, kl
     total = total + loss_config.vae_recon_weight * recon + loss_config.vae_kl_weight * kl
   if "dist_pred" in outputs and extras is not None and "dist_target" in extras:
-    from echokld import kld_losses
     terms["dist_align"] = kld_losses.dist_alignment(outputs["dist_pred"],
                                                     extras["dist_target"], loss_config)
     total = total + loss_config.kld_weight * terms["dist_align"]

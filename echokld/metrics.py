@@ -36,10 +36,8 @@ def _directed(src: np.ndarray, dst: np.ndarray, spacing: Sequence[float]) -> np.
   return ndimage.distance_transform_edt(~dst, sampling=spacing)[src]
 
 
-def contour_distances(pred: np.ndarray, truth: np.ndarray,
-                      spacing: Sequence[float] = (1.0, 1.0)) -> dict[str, float]:
-  """MHD and HD95 between the masks' contours; NaN when either mask is empty."""
-  cp, ct = contour(pred), contour(truth)
+def _contour_distances(cp: np.ndarray, ct: np.ndarray,
+                       spacing: Sequence[float]) -> dict[str, float]:
   if not cp.any() or not ct.any():
     return {"mhd": float("nan"), "hd95": float("nan")}
   d_pt, d_tp = _directed(cp, ct, spacing), _directed(ct, cp, spacing)
@@ -47,12 +45,19 @@ def contour_distances(pred: np.ndarray, truth: np.ndarray,
           "hd95": float(np.percentile(np.concatenate([d_pt, d_tp]), 95))}
 
 
+def contour_distances(pred: np.ndarray, truth: np.ndarray,
+                      spacing: Sequence[float] = (1.0, 1.0)) -> dict[str, float]:
+  """MHD and HD95 between the masks' contours; NaN when either mask is empty."""
+  return _contour_distances(contour(pred), contour(truth), spacing)
+
+
 def frame_metrics(pred: np.ndarray, truth: np.ndarray,
                   spacing_mm: Sequence[float] | None) -> dict[str, float]:
   """All per-frame metrics; mm distances are NaN when the spacing is unknown."""
   out = overlap_metrics(pred, truth)
-  px = contour_distances(pred, truth)
+  cp, ct = contour(pred), contour(truth)  # Once, for both the pixel and the mm distances.
+  px = _contour_distances(cp, ct, (1.0, 1.0))
   out.update(mhd_px=px["mhd"], hd95_px=px["hd95"])
-  out["mhd_mm"] = (contour_distances(pred, truth, spacing_mm)["mhd"] if spacing_mm
+  out["mhd_mm"] = (_contour_distances(cp, ct, spacing_mm)["mhd"] if spacing_mm
                    else float("nan"))
   return out
