@@ -80,13 +80,13 @@ def to_unit(images_u8: Array) -> Array:
   return (images_u8.astype(jnp.float32) / 255.0)[..., None]
 
 
-def make_train_chunk(model: Any, tx: optax.GradientTransformation, loss_config: Any,
-                     batch_size: int, extras_fn: Callable | None = None) -> Callable:
-  """Returns jit(chunk)(state, images, masks, perm, start, num_steps) -> (state, terms).
+def make_train_step(model: Any, tx: optax.GradientTransformation, loss_config: Any,
+                    batch_size: int, extras_fn: Callable | None = None) -> Callable:
+  """Returns the pure, unjitted step(state, images, masks, perm, index) -> (state, terms).
 
+  Batch `index` of the epoch is gathered on the device with the epoch's permutation.
   `extras_fn(images, masks)` supplies model inputs and loss targets beyond the image (the
-  distribution parameters of Models 6-7). The state is donated: parameters and optimizer
-  moments are updated in place.
+  distribution parameters of Models 6-7). Callers jit, vmap (replicas) or shard it.
   """
 
   def one_step(state: TrainState, images: Array, masks: Array, perm: Array, index: Array):
@@ -105,7 +105,12 @@ def make_train_chunk(model: Any, tx: optax.GradientTransformation, loss_config: 
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), terms
 
-  @functools.partial(jax.jit, static_argnames="num_steps", donate_argnums=0)
+  return one_step
+
+
+def chunk_of_steps(one_step: Callable) -> Callable:
+  """chunk(state, images, masks, perm, start, num_steps): `num_steps` steps in one call."""
+
   def chunk(state: TrainState, images: Array, masks: Array, perm: Array, start: Array,
             num_steps: int):
     if num_steps == 1:
@@ -120,6 +125,16 @@ def make_train_chunk(model: Any, tx: optax.GradientTransformation, loss_config: 
     return jax.lax.scan(body, state, jnp.arange(num_steps))
 
   return chunk
+
+
+def make_train_chunk(model: Any, tx: optax.GradientTransformation, loss_config: Any,
+                     batch_size: int, extras_fn: Callable | None = None) -> Callable:
+  """Returns jit(chunk)(state, images, masks, perm, start, num_steps) -> (state, terms).
+
+  The state is donated: parameters and optimizer moments are updated in place.
+  """
+  one_step = make_train_step(model, tx, loss_config, batch_size, extras_fn)
+  return jax.jit(chunk_of_steps(one_step), static_argnames="num_steps", donate_argnums=0)
 
 
 def make_predict(model: Any, batch_size: int, inject_fn: Callable | None = None) -> Callable:
