@@ -28,6 +28,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.root = ""  # Folder of a non-synthetic source.
   config.data.view = "2CH"  # CAMUS view to read.
   config.data.qualities = ("Good", "Medium", "Poor")  # Quality groups kept (unknown is kept too).
+  config.data.keep_unknown_quality = True  # Keep frames of unknown quality; False for group runs.
   config.data.split = "paper"  # paper: reserved test frames per quality, rest 80/20; official.
   config.data.test_frames = ml_collections.ConfigDict(
       {"Good": 36, "Medium": 30, "Poor": 10, "Unknown": 0})  # Paper §3.4 test reservation.

@@ -68,6 +68,28 @@ def test_paper_split_reserves_test_frames_by_patient_and_is_disjoint():
   assert [r["case"] for r in again["val"]] == [r["case"] for r in splits["val"]]
 
 
+def test_group_selection_can_exclude_unknown_quality_and_paper_split_fits_a_small_group():
+  # Like camus224's Poor group: 16 patients (32 frames) of known quality among unknown ones.
+  frames = _frames(64, quality_cycle=("Poor", None, None, None))
+  with_unknown = pipeline.select_frames(frames, "2CH", ("Poor",))
+  assert len(with_unknown) == 128  # Unknown quality is kept by default.
+  poor = pipeline.select_frames(frames, "2CH", ("Poor",), keep_unknown=False)
+  assert len(poor) == 32 and {r["quality"] for r in poor} == {"Poor"}
+  splits = pipeline.split_frames(poor, "paper", {"Good": 36, "Medium": 30, "Poor": 10},
+                                 0.2, seed=0)
+  # 5 test patients (10 frames); of the other 11, round(2.2) = 2 validate and 9 train.
+  assert [len(splits[k]) for k in ("train", "val", "test")] == [18, 4, 10]
+  assert all(r["quality"] == "Poor" for v in splits.values() for r in v)
+
+
+def test_build_splits_of_a_group_run_hold_only_that_group(tiny):
+  config = tiny(**{"data.qualities": ("Medium",), "data.keep_unknown_quality": False,
+                   "data.synthetic_patients": 40})
+  arrays, cases = pipeline.build_splits(config)
+  assert {q for a in arrays.values() for q in a.qualities} == {"Medium"}
+  assert len(arrays["test"]) == 4 and len(arrays["train"]) > 0 and len(arrays["val"]) > 0
+
+
 def test_official_split_uses_record_fields_and_falls_back_to_val_for_test():
   frames = _frames(10)
   for r in frames:

@@ -45,9 +45,10 @@ def quality_group(record: dict) -> str:
   return record.get("quality") or UNKNOWN_QUALITY
 
 
-def select_frames(records: Sequence[dict], view: str, qualities: Sequence[str]) -> list[dict]:
-  """Labelled frames of the view whose quality is listed (unknown quality is always kept)."""
-  keep = set(qualities) | {UNKNOWN_QUALITY}
+def select_frames(records: Sequence[dict], view: str, qualities: Sequence[str],
+                  keep_unknown: bool = True) -> list[dict]:
+  """Labelled frames of the view whose quality is listed (or unknown, with keep_unknown)."""
+  keep = set(qualities) | ({UNKNOWN_QUALITY} if keep_unknown else set())
   return [r for r in records if r["label"] is not None and r.get("view", view) == view
           and quality_group(r) in keep]
 
@@ -242,10 +243,13 @@ def to_arrays(records: Sequence[dict], shape: tuple[int, int], resize: bool) -> 
 def build_splits(config: Any) -> tuple[dict[str, ArraySplit], dict[str, list[str]]]:
   """The whole pipeline: source -> selected frames -> split -> arrays of one static shape."""
   data = config.data
-  records = select_frames(load_records(data, config.seed), data.view, data.qualities)
+  keep_unknown = bool(data.get("keep_unknown_quality", True))
+  records = select_frames(load_records(data, config.seed), data.view, data.qualities,
+                          keep_unknown)
   if not records:
     raise InputError(data.root or "config.data", "no labelled frames of view "
-                     f"{data.view} with qualities {tuple(data.qualities)}")
+                     f"{data.view} with qualities {tuple(data.qualities)}"
+                     f"{'' if keep_unknown else ' (unknown quality excluded)'}")
   splits = split_frames(records, data.split, dict(data.test_frames), data.val_fraction,
                         config.seed)
   shape = model_shape(records, data.image_size, data.native_shape)
