@@ -210,6 +210,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   best_epoch = int(state.best_epoch)
   best = checkpointing.restore(manager, best_epoch, state) if best_epoch else state
   probs = np.asarray(predict(best.params, jax.device_put(test.images)))
+  with open(os.path.join(workdir, "test_predictions.npz"), "wb") as f:  # For report panels.
+    np.savez_compressed(f, cases=np.asarray(test.cases, dtype=str), images=test.images,
+                        masks=test.masks, pred=(probs > 0.5).astype(np.uint8))
   rows = evaluate.frame_rows(probs, test)
   evaluate.write_csv(rows, os.path.join(workdir, "test_metrics.csv"))
   history = writers.read_metrics(workdir)
