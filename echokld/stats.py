@@ -22,7 +22,9 @@ from scipy import stats as sps
 
 from echokld.errors import InputError
 
-RUN_DIR = re.compile(r"^(?P<model>.+)_seed(?P<seed>\d+)$")
+ALL = "all"  # Training group of runs trained on every frame (`<model>_seed<N>/`).
+QUALITY_GROUPS = ("Poor", "Medium", "Good")
+RUN_DIR = re.compile(r"^(?P<model>.+?)(?:_(?P<group>Poor|Medium|Good))?_seed(?P<seed>\d+)$")
 NUMERIC_COLUMNS = ("dice", "recall", "precision", "mhd_px", "mhd_mm", "hd95_px")
 SUMMARY_KEYS = ("num_params", "epochs", "train_images_per_second", "val.best_dice",
                 "test.dice")
@@ -247,23 +249,37 @@ def _read_history(path: str) -> list[dict[str, Any]]:
   return out
 
 
-def load_sweep(sweep_dir: str) -> dict[tuple[str, int], dict[str, Any]]:
-  """Finished runs (<model>_seed<seed>/summary.json) -> {summary, rows, history, path}."""
+def load_sweep_groups(sweep_dir: str) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
+  """Finished runs by training group -> {(model, seed): {summary, rows, history, path}}.
+
+  `<model>_seed<N>/` runs are group `all` (every frame); `<model>_<group>_seed<N>/` runs
+  were trained and tested on one quality group (experiments/sweep.py --groups).
+  """
   if not os.path.isdir(sweep_dir):
     raise InputError(sweep_dir, "sweep directory does not exist")
-  runs = {}
+  groups: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
   for name in sorted(os.listdir(sweep_dir)):
     match, path = RUN_DIR.match(name), os.path.join(sweep_dir, name)
     if not match or not os.path.isfile(os.path.join(path, "summary.json")):
       continue
-    runs[(match["model"], int(match["seed"]))] = {
+    groups.setdefault(match["group"] or ALL, {})[(match["model"], int(match["seed"]))] = {
         "summary": _read_summary(os.path.join(path, "summary.json")),
         "rows": _read_rows(os.path.join(path, "test_metrics.csv")),
         "history": _read_history(os.path.join(path, "metrics.jsonl")),
         "path": path}
-  if not runs:
-    raise InputError(sweep_dir, "no finished runs (<model>_seed<N>/summary.json)")
-  return runs
+  if not groups:
+    raise InputError(sweep_dir, "no finished runs (<model>_seed<N>/summary.json or "
+                     "<model>_<group>_seed<N>/summary.json)")
+  return groups
+
+
+def load_sweep(sweep_dir: str, group: str = ALL) -> dict[tuple[str, int], dict[str, Any]]:
+  """Finished runs of one training group (default: `all`, <model>_seed<seed>/)."""
+  groups = load_sweep_groups(sweep_dir)
+  if group not in groups:
+    raise InputError(sweep_dir, f"no finished runs of training group {group!r} (found "
+                     f"{', '.join(sorted(groups))})")
+  return groups[group]
 
 
 def common_seeds(runs: dict[tuple[str, int], Any]) -> tuple[list[int], list[tuple[str, int]]]:
