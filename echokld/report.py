@@ -2,7 +2,9 @@
 
 Reads every finished <model>_seed<seed>/ run of a sweep (experiments/sweep.py) and writes
 report.md, one CSV per table and PNG figures: the analogues of the paper's Tables 1-8 and
-Figures 8-13. Several seeds: only seeds every model finished are used, per-image scores are
+Figures 5-14 (panels: echokld/panels.py). A sweep with quality-group runs
+(<model>_<group>_seed<seed>/) gets one such report per training group in OUT/<group>/ and
+an overview OUT/report.md (echokld/study.py). Several seeds: only seeds every model finished are used, per-image scores are
 averaged over them for the paired tests and ranks, and the per-run test Dice is summarized
 as mean ± std with a bootstrap CI. Bad input ends with one line on stderr and exit code 2.
 """
@@ -18,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from echokld import stats
+from echokld import panels, stats
 from echokld.errors import InputError
 
 DISPLAY = {"dice": "Dice", "wdecay": "W-decay", "vae": "VAE", "kld_alpha": "KLD-alpha",
@@ -63,9 +65,10 @@ def _nanmean(values: Sequence[float]) -> float:
 class Report:
   """Collects report.md sections while writing CSVs and PNGs into the output folder."""
 
-  def __init__(self, sweep_dir: str, out: str):
-    self.runs = stats.load_sweep(sweep_dir)
-    self.sweep_dir, self.out = sweep_dir, out
+  def __init__(self, sweep_dir: str, out: str, runs: dict | None = None,
+               train_group: str = ALL):
+    self.runs = stats.load_sweep(sweep_dir) if runs is None else runs
+    self.sweep_dir, self.out, self.train_group = sweep_dir, out, train_group
     try:
       os.makedirs(out, exist_ok=True)
     except OSError as exc:
@@ -76,6 +79,8 @@ class Report:
     self.models = ordered({m for m, _ in self.runs}, tuple(DISPLAY))
     self.groups = ordered({r["quality"] for k in self.used for r in self.runs[k]["rows"]},
                           QUALITY_ORDER)
+    # Group runs test on their own group only, where an "all" table would repeat it.
+    self.table_groups = self.groups + [ALL] if train_group == ALL else self.groups
     self.md: list[str] = []
 
   @property
@@ -104,9 +109,12 @@ class Report:
              f"Models: {', '.join(f'{name(m)} (`{m}`)' for m in self.models)}. "
              f"Seeds used: {', '.join(map(str, self.seeds))}. Test quality groups: "
              f"{', '.join(self.groups)}."]
+    if self.train_group != ALL:
+      lines.append(f"Every run here was trained, validated and tested on "
+                   f"{self.train_group}-quality frames only, as in the paper.")
     if self.dropped:
-      lines.append("Left out (their seed is not finished for every model): " +
-                   ", ".join(f"`{m}_seed{s}`" for m, s in self.dropped) + ".")
+      lines.append("Left out (their seed is not finished for every model): " + ", ".join(
+          f"`{os.path.basename(self.runs[k]['path'])}`" for k in self.dropped) + ".")
     lines += ["", "Method notes: paired tests are two-sided Wilcoxon signed-rank tests "
               "(scipy defaults: zero differences dropped, exact p for small samples without "
               "ties, normal approximation otherwise; all differences zero gives p = 1). "
@@ -151,7 +159,7 @@ class Report:
                 "Means over all test frames of the group (pooled over seeds); the paper's "
                 "Tables 1–3 show five example images, given here as a five-image panel: "
                 "the frames whose seed-averaged Dice differs most across models.", ""]
-    for group in self.groups + [ALL]:
+    for group in self.table_groups:
       number = PAPER_TABLE.get(group, (None,))[0]
       title = f"Table {number} analogue: " if number else ""
       rows = []
@@ -201,7 +209,7 @@ class Report:
     if len(self.models) < 2:
       self.md += ["Skipped: the paired tests need at least two models.", ""]
       return
-    for group in self.groups + [ALL]:
+    for group in self.table_groups:
       cases, dice = self.scores("dice", group)
       number = PAPER_TABLE.get(group, (None, None))[1]
       heading = (f"### Table {number} analogue: {group} quality" if number else
@@ -225,19 +233,19 @@ class Report:
     k = len(self.models)
     shown = min(k, len(ORDINALS))
     csv_rows, counts, totals = [], {}, {}
-    for group in self.groups + [ALL]:
+    for group in self.table_groups:
       cases, dice = self.scores("dice", group)
       counts[group], totals[group] = stats.rank_distribution(dice), len(cases)
       csv_rows += [[group, m, len(cases), *counts[group][m]] for m in self.models]
     f = self.write_csv("ranks.csv", ["quality", "model", "images",
                                      *(f"rank_{r}" for r in range(1, k + 1))], csv_rows)
-    table = [["Model"] + [f"{g.capitalize()} {ORDINALS[r]}" for g in self.groups + [ALL]
+    table = [["Model"] + [f"{g.capitalize()} {ORDINALS[r]}" for g in self.table_groups
                           for r in range(shown)]]
     for m in self.models:
-      table.append([name(m)] + [str(counts[g][m][r]) for g in self.groups + [ALL]
+      table.append([name(m)] + [str(counts[g][m][r]) for g in self.table_groups
                                 for r in range(shown)])
     table.append(["Images"] + [str(totals[g]) if r == 0 else "" for g in
-                               self.groups + [ALL] for r in range(shown)])
+                               self.table_groups for r in range(shown)])
     self.md += ["## Table 7 analogue: ranking distribution (Dice, per image)", "",
                 "How often each model ranks 1st, 2nd, 3rd by seed-averaged Dice (ties share "
                 "the better rank). The CSV has every rank.", "", md_table(table), "",
@@ -278,9 +286,10 @@ class Report:
     from matplotlib.ticker import MaxNLocator
     colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(self.models)}
     self.md += ["## Figures 8–10 analogue: validation Dice per epoch", "",
-                "Thin lines: single seeds; thick: mean over seeds at each epoch. The runs "
-                "validate on all their quality groups at once, so there is one figure, not "
-                "one per group.", ""]
+                "Thin lines: single seeds; thick: mean over seeds at each epoch. " + (
+                    "The runs validate on all their quality groups at once, so there is "
+                    "one figure, not one per group." if self.train_group == ALL else
+                    f"The runs validate on {self.train_group}-quality frames only."), ""]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for m in self.models:
       curves: dict[int, list[float]] = {}
@@ -294,7 +303,8 @@ class Report:
       epochs = sorted(curves)
       ax.plot(epochs, [np.mean(curves[e]) for e in epochs], lw=2, color=colors[m],
               label=name(m))
-    ax.set(xlabel="epoch", ylabel="validation Dice", title="Validation Dice")
+    ax.set(xlabel="epoch", ylabel="validation Dice", title="Validation Dice" + (
+        "" if self.train_group == ALL else f" ({self.train_group}-quality runs)"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     self._save(fig, "fig_val_dice.png")
@@ -302,7 +312,7 @@ class Report:
                 "## Figures 11–13 analogue: test Dice per image", "",
                 "Box plots of the seed-averaged per-image test Dice, points jittered.", ""]
     rng = np.random.default_rng(0)
-    for group in self.groups + [ALL]:
+    for group in self.table_groups:
       cases, dice = self.scores("dice", group)
       if not cases:
         continue
@@ -319,9 +329,12 @@ class Report:
       filename = f"fig_test_dice_{group.lower()}.png"
       self._save(fig, filename)
       self.md += [f"![test Dice, {label}]({filename})", ""]
-    self.md += ["## Figures 5–7 (qualitative segmentations): skipped", "",
-                "They need the test images and predicted masks, which the run directories "
-                "do not hold; the prediction tool (echokld.predict) produces them.", ""]
+    self.md += ["## Figures 5–7 and 14 analogue: segmentations of median and worst frames",
+                ""]
+    for group in self.groups:
+      cases, dice = self.scores("dice", group)
+      self.md += panels.panel_section(self.runs, self.models, self.seeds, group, cases,
+                                      dice, self.out, name)
 
   def _save(self, fig: Any, filename: str) -> None:
     from matplotlib import pyplot as plt
@@ -351,11 +364,17 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _Parser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sweep_dir", required=True, help="Folder of <model>_seed<N> runs.")
+  parser.add_argument("--sweep_dir", required=True, help="Folder of <model>[_<group>]_seed<N> runs.")
   parser.add_argument("--out", default=None, help="Output folder (default SWEEP/report).")
   args = parser.parse_args(argv)
+  out = args.out or os.path.join(args.sweep_dir, "report")
   try:
-    path = Report(args.sweep_dir, args.out or os.path.join(args.sweep_dir, "report")).write()
+    groups = stats.load_sweep_groups(args.sweep_dir)
+    if set(groups) == {ALL}:
+      path = Report(args.sweep_dir, out, runs=groups[ALL]).write()
+    else:  # Quality-group runs: one report per training group and an overview.
+      from echokld import study
+      path = study.Study(args.sweep_dir, out, groups).write()
   except InputError as exc:
     print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
     return InputError.exit_code
