@@ -240,12 +240,18 @@ def to_arrays(records: Sequence[dict], shape: tuple[int, int], resize: bool) -> 
                     [quality_group(r) for r in records], geoms)
 
 
-def build_splits(config: Any) -> tuple[dict[str, ArraySplit], dict[str, list[str]]]:
-  """The whole pipeline: source -> selected frames -> split -> arrays of one static shape."""
+def build_splits(config: Any, records: Sequence[dict] | None = None
+                 ) -> tuple[dict[str, ArraySplit], dict[str, list[str]]]:
+  """The whole pipeline: source -> selected frames -> split -> arrays of one static shape.
+
+  `records`: the source's records when the caller already read them (a replica group reads
+  a seed-independent source once for all its seeds).
+  """
   data = config.data
   keep_unknown = bool(data.get("keep_unknown_quality", True))
-  records = select_frames(load_records(data, config.seed), data.view, data.qualities,
-                          keep_unknown)
+  if records is None:
+    records = load_records(data, config.seed)
+  records = select_frames(records, data.view, data.qualities, keep_unknown)
   if not records:
     raise InputError(data.root or "config.data", "no labelled frames of view "
                      f"{data.view} with qualities {tuple(data.qualities)}"
