@@ -50,6 +50,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.min_delta = 1e-3  # An improvement is a validation-Dice gain above this.
   config.train.steps_per_call = 1  # Steps fused into one call by lax.scan (>1 helps on GPU only).
   config.train.eval_batch_size = 16
+  config.train.data_parallel = True  # >1 device: split each batch over all (divisible).
   config.train.compute_dtype = "float32"  # float32 or bfloat16 (parameters stay float32).
 
   config.loss = ml_collections.ConfigDict()

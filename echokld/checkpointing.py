@@ -33,6 +33,19 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, val_dice: float)
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
-  """Restores `step` into the structure (and shardings) of `target`."""
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+  """Restores `step` into the structure (and shardings) of `target`.
+
+  Leaves without a sharding (e.g. from `jax.eval_shape`) go to the default device: orbax
+  would otherwise reuse the saved sharding, which names devices of the saving run (a
+  data-parallel run over 4 devices cannot be restored for one-device prediction).
+  """
+  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+  def abstract_leaf(leaf: Any) -> jax.ShapeDtypeStruct:
+    spec = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(spec, "sharding", None) is None:
+      spec = jax.ShapeDtypeStruct(spec.shape, spec.dtype, sharding=default)
+    return spec
+
+  abstract = jax.tree_util.tree_map(abstract_leaf, target)
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))

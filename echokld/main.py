@@ -16,6 +16,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/dice.py[:paper].",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<config file stem>).")
+flags.DEFINE_bool("distributed", False, "Multi-process run: jax.distributed.initialize() before "
+                  "any device use (auto-detected on SLURM, Open MPI, Kubernetes, Cloud TPU).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies "
+                    "--distributed; default $JAX_COORDINATOR_ADDRESS or auto-detected).")
+flags.DEFINE_integer("num_processes", None, "Processes of the run (implies --distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index (implies --distributed).")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -66,9 +72,25 @@ def default_workdir(config_arg: str) -> str:
   return os.path.join("runs", stem)
 
 
+def init_distributed() -> None:
+  """Joins a multi-process run when asked; must precede any device use (so any JAX import
+  that touches devices). Each process then sees every device; training shards over all."""
+  if not (FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes is not None
+          or FLAGS.process_id is not None):
+    return
+  import jax
+  try:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+  except (RuntimeError, ValueError, TypeError) as exc:
+    fail(f"--distributed: jax.distributed.initialize failed: {str(exc).splitlines()[0]}")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  init_distributed()
   from echokld import train  # Imported after flag parsing: it pulls in JAX.
   from echokld.errors import InputError, TrainingDiverged
   logging.set_verbosity(logging.WARNING)

@@ -81,17 +81,22 @@ def to_unit(images_u8: Array) -> Array:
 
 
 def make_train_step(model: Any, tx: optax.GradientTransformation, loss_config: Any,
-                    batch_size: int, extras_fn: Callable | None = None) -> Callable:
+                    batch_size: int, extras_fn: Callable | None = None,
+                    batch_sharding: Any = None) -> Callable:
   """Returns the pure, unjitted step(state, images, masks, perm, index) -> (state, terms).
 
   Batch `index` of the epoch is gathered on the device with the epoch's permutation.
   `extras_fn(images, masks)` supplies model inputs and loss targets beyond the image (the
-  distribution parameters of Models 6-7). Callers jit, vmap (replicas) or shard it.
+  distribution parameters of Models 6-7). Callers jit, vmap (replicas) or shard it;
+  `batch_sharding` (echokld.parallel) splits the gathered batch over devices, so XLA shards
+  the whole step by batch and all-reduces the gradients.
   """
 
   def one_step(state: TrainState, images: Array, masks: Array, perm: Array, index: Array):
     idx = jax.lax.dynamic_slice(perm, (index * batch_size,), (batch_size,))
     x, y = to_unit(images[idx]), masks[idx].astype(jnp.float32)[..., None]
+    if batch_sharding is not None:
+      x, y = jax.lax.with_sharding_constraint((x, y), batch_sharding)
     extras = extras_fn(x, y) if extras_fn is not None else {}
     rng = jax.random.fold_in(state.rng, state.step)
 
@@ -128,12 +133,13 @@ def chunk_of_steps(one_step: Callable) -> Callable:
 
 
 def make_train_chunk(model: Any, tx: optax.GradientTransformation, loss_config: Any,
-                     batch_size: int, extras_fn: Callable | None = None) -> Callable:
+                     batch_size: int, extras_fn: Callable | None = None,
+                     batch_sharding: Any = None) -> Callable:
   """Returns jit(chunk)(state, images, masks, perm, start, num_steps) -> (state, terms).
 
   The state is donated: parameters and optimizer moments are updated in place.
   """
-  one_step = make_train_step(model, tx, loss_config, batch_size, extras_fn)
+  one_step = make_train_step(model, tx, loss_config, batch_size, extras_fn, batch_sharding)
   return jax.jit(chunk_of_steps(one_step), static_argnames="num_steps", donate_argnums=0)
 
 

@@ -20,19 +20,20 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from echokld import checkpointing, evaluate, models, steps, variants, writers
+from echokld import checkpointing, evaluate, models, parallel, steps, variants, writers
 from echokld.data import pipeline
 from echokld.errors import InputError, TrainingDiverged
 
 # Keys that may change when a run in an existing workdir is continued.
-RESUMABLE_CHANGES = ("train.max_epochs", "log.", "profile_steps")
+# train.data_parallel: a run may resume on another number of devices (same numbers).
+RESUMABLE_CHANGES = ("train.max_epochs", "train.data_parallel", "log.", "profile_steps")
 
 
 def prepare_workdir(workdir: str) -> None:
   """Creates the workdir and proves it writable before any work is done."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")  # Processes may share it.
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -64,11 +65,12 @@ def check_or_write_config(config: ml_collections.ConfigDict, workdir: str,
     if changed:
       raise InputError(path, f"this workdir holds a run with another config ({changed[0]} "
                        f"differs); use a new --workdir")
-  with open(path, "w") as f:
-    json.dump(current, f, indent=2)
+  _write_json(current, path)  # Atomic: other processes of a multi-process run read it.
 
 
 def _write_json(obj: Any, path: str) -> None:
+  if not parallel.is_main_process():  # Multi-process runs: process 0 writes.
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
@@ -157,14 +159,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
   model = models.model_from_config(config.model, dtype)
   tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
-  state = steps.create_train_state(model, tx, plateau, config.seed, image_shape)
+  placement = parallel.setup(config.train)  # Data parallel over >1 device, else one device.
+  state = placement.put(steps.create_train_state(model, tx, plateau, config.seed, image_shape))
   num_params = models.count_params(state.params)
 
   manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"))
   latest = manager.latest_step()
   check_or_write_config(config, workdir, latest is not None)
   _write_json(split_cases, os.path.join(workdir, "split.json"))
-  writer = writers.MetricWriter(workdir, config.log.tensorboard)
+  writer = writers.MetricWriter(workdir, config.log.tensorboard,
+                                enabled=parallel.is_main_process())
   if latest is not None:
     state = checkpointing.restore(manager, latest, state)
     writer.truncate_after(latest)
@@ -178,11 +182,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                "dist_reference": None if reference is None else
                                  [float(v) for v in np.asarray(reference)]},
               os.path.join(workdir, "preprocessing.json"))
-  chunk_fn = steps.make_train_chunk(model, tx, config.loss, batch, extras_fn)
+  chunk_fn = steps.make_train_chunk(model, tx, config.loss, batch, extras_fn,
+                                    placement.batch_sharding)
   predict = steps.make_predict(model, config.train.eval_batch_size, inject_fn)
   end_epoch = steps.make_end_epoch(plateau, config.train)
-  data = {"images": jax.device_put(train.images), "masks": jax.device_put(train.masks)}
-  val_images, val_masks = jax.device_put(val.images), jax.device_put(val.masks)
+  data = {"images": placement.put(train.images), "masks": placement.put(train.masks)}
+  val_images, val_masks = placement.put(val.images), placement.put(val.masks)
   val_dice_fn = jax.jit(lambda p, x, m: steps.hard_dice(predict(p, x), m).mean())
   data_key = jax.random.PRNGKey(config.seed + 1)
 
@@ -209,12 +214,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   best_epoch = int(state.best_epoch)
   best = checkpointing.restore(manager, best_epoch, state) if best_epoch else state
-  probs = np.asarray(predict(best.params, jax.device_put(test.images)))
-  with open(os.path.join(workdir, "test_predictions.npz"), "wb") as f:  # For report panels.
-    np.savez_compressed(f, cases=np.asarray(test.cases, dtype=str), images=test.images,
-                        masks=test.masks, pred=(probs > 0.5).astype(np.uint8))
+  probs = np.asarray(predict(best.params, placement.put(test.images)))
   rows = evaluate.frame_rows(probs, test)
-  evaluate.write_csv(rows, os.path.join(workdir, "test_metrics.csv"))
+  if parallel.is_main_process():  # Multi-process runs: process 0 writes.
+    with open(os.path.join(workdir, "test_predictions.npz"), "wb") as f:  # For report panels.
+      np.savez_compressed(f, cases=np.asarray(test.cases, dtype=str), images=test.images,
+                          masks=test.masks, pred=(probs > 0.5).astype(np.uint8))
+    evaluate.write_csv(rows, os.path.join(workdir, "test_metrics.csv"))
   history = writers.read_metrics(workdir)
   timed = history[1:] or history  # Epoch 1 includes compilation.
   summary = {

@@ -12,12 +12,16 @@ from typing import Any
 
 
 class MetricWriter:
-  """Appends one JSON object per epoch to metrics.jsonl; mirrors scalars to TensorBoard."""
+  """Appends one JSON object per epoch to metrics.jsonl; mirrors scalars to TensorBoard.
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  `enabled=False` (processes other than 0 of a multi-process run) makes every write a no-op.
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True, enabled: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
     self._tb = None
-    if tensorboard:
+    if tensorboard and enabled:
       try:
         from tensorboardX import SummaryWriter
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -26,7 +30,7 @@ class MetricWriter:
 
   def truncate_after(self, epoch: int) -> None:
     """Drops epochs after `epoch` (they are redone when a run resumes from a checkpoint)."""
-    if not os.path.exists(self.path):
+    if not self.enabled or not os.path.exists(self.path):
       return
     with open(self.path) as f:
       rows = [line for line in f if line.strip() and json.loads(line)["epoch"] <= epoch]
@@ -34,6 +38,8 @@ class MetricWriter:
       f.writelines(rows)
 
   def write(self, row: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
     if self._tb is not None:
