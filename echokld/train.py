@@ -149,7 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   prepare_workdir(workdir)
   profiler = StepProfiler(config.profile_steps, os.path.join(workdir, "profile"))
   splits, split_cases = pipeline.build_splits(config)
-  train, val, test = splits["train"], splits["val"], splits["test"]
+  train, val = splits["train"], splits["val"]
   batch = config.train.batch_size
   steps_per_epoch = len(train) // batch
   if steps_per_epoch == 0:
@@ -177,11 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   reference = (variants.reference_params(train, config.loss.num_bins)
                if variants.needs_reference(config) else None)
   extras_fn, inject_fn = variants.make_extras(config, reference)
-  _write_json({"image_shape": list(image_shape), "resize": bool(config.data.image_size),
-               "lv_label": pipeline.LV_LABEL, "intensity": "uint8; min-max if not 8-bit",
-               "dist_reference": None if reference is None else
-                                 [float(v) for v in np.asarray(reference)]},
-              os.path.join(workdir, "preprocessing.json"))
+  write_preprocessing(workdir, image_shape, config, reference)
   chunk_fn = steps.make_train_chunk(model, tx, config.loss, batch, extras_fn,
                                     placement.batch_sharding)
   predict = steps.make_predict(model, config.train.eval_batch_size, inject_fn)
@@ -211,7 +207,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     print(f"epoch {epoch:3d}  train loss {row['train_total']:.4f}  val Dice "
           f"{row['val_dice']:.4f}  lr {row['learning_rate']:.2e}  {seconds:.1f}s", flush=True)
   writer.close()
+  return finish_run(config, workdir, state, manager, predict, placement, splits, split_cases,
+                    num_params, image_shape)
 
+
+def write_preprocessing(workdir: str, image_shape: tuple[int, ...],
+                        config: ml_collections.ConfigDict, reference: Any) -> None:
+  """preprocessing.json: what prediction must repeat (shared with echokld.replicas)."""
+  _write_json({"image_shape": list(image_shape), "resize": bool(config.data.image_size),
+               "lv_label": pipeline.LV_LABEL, "intensity": "uint8; min-max if not 8-bit",
+               "dist_reference": None if reference is None else
+                                 [float(v) for v in np.asarray(reference)]},
+              os.path.join(workdir, "preprocessing.json"))
+
+
+def finish_run(config: ml_collections.ConfigDict, workdir: str, state: Any, manager: Any,
+               predict: Any, placement: Any, splits: dict, split_cases: dict,
+               num_params: int, image_shape: tuple[int, ...]) -> dict[str, Any]:
+  """Tests the best checkpoint; writes the test files and summary.json (also used by
+  echokld.replicas, so a replica's workdir is a single run's)."""
+  test = splits["test"]
   best_epoch = int(state.best_epoch)
   best = checkpointing.restore(manager, best_epoch, state) if best_epoch else state
   probs = np.asarray(predict(best.params, placement.put(test.images)))
