@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from PIL import Image
+
 from conftest import ROOT
-from echokld import evaluate, writers
+from echokld import evaluate, panels, writers
 
 MODELS = {"dice": 0.0, "kld_alpha": 0.02, "vae": -0.1}
 SEEDS = (0, 1)
@@ -99,6 +101,7 @@ def test_report_md_names_every_table_and_file(report):
   for heading in ("Summary over seeds", "Figures 8–10", "Figures 11–13", "Figures 5–7"):
     assert heading in text
   assert "`dice_seed2`" in text  # Named as left out.
+  assert text.count("have no test_predictions.npz") == 3  # Older runs: panels skipped.
   assert "kld_alpha_seed2" not in text  # Unfinished runs are not runs.
   for filename in os.listdir(report):
     if filename != "report.md":
@@ -216,7 +219,8 @@ def group_sweep(tmp_path_factory):
   sweep = tmp_path_factory.mktemp("group_sweep")
   for seed in SEEDS:
     for k, model in enumerate(MODELS):
-      write_run(str(sweep / f"{model}_seed{seed}"), model, seed)  # No predictions (old runs).
+      write_run(str(sweep / f"{model}_seed{seed}"), model, seed)
+      write_predictions(str(sweep / f"{model}_seed{seed}"), fake_rows(model, seed), shift=k)
       for group in GROUP_CASES:
         workdir = str(sweep / f"{model}_{group}_seed{seed}")
         rows = group_rows(model, seed, group)
@@ -249,10 +253,13 @@ def test_group_sweep_gets_one_report_per_training_group(group_report):
   row = next(r for r in rows if r[0] == "kld_alpha")
   pooled = group_rows("kld_alpha", 0, "Poor") + group_rows("kld_alpha", 1, "Poor")
   assert row[1] == "12" and float(row[3]) == pytest.approx(np.mean([r["dice"] for r in pooled]))
-  # The all-frames runs keep their old per-quality tables, and say why they have no panels.
+  # The all-frames runs keep their per-quality tables, and get a panel per test quality:
+  # 6 frames of each quality over both seeds (c00-c17) -> median and 3 worst.
   assert (group_report / "all" / "metrics_all.csv").exists()
-  text = (group_report / "all" / "report.md").read_text()
-  assert "have no test_predictions.npz" in text
+  for quality in ("poor", "medium", "good"):
+    with Image.open(group_report / "all" / f"fig_panel_{quality}.png") as image:
+      assert image.size == panels.figure_pixels(4, 3), quality
+    assert f"all/fig_panel_{quality}.png" in overview
 
 
 def test_study_csvs_hold_the_groups_numbers(group_report):
@@ -283,9 +290,7 @@ def test_study_csvs_hold_the_groups_numbers(group_report):
 
 
 def test_panel_png_has_a_row_per_chosen_frame_and_red_contours(group_report):
-  from PIL import Image
-  from echokld import panels
-  for group, frames in (("poor", 7), ("good", 11)):
+  for group in ("poor", "good"):
     path = group_report / group / f"fig_panel_{group}.png"
     image = np.asarray(Image.open(path).convert("RGB")).astype(int)
     # Rows: the median frame and the 3 worst; columns: input, ground truth, 3 models.
@@ -298,7 +303,6 @@ def test_panel_png_has_a_row_per_chosen_frame_and_red_contours(group_report):
 
 
 def test_choose_cases_median_then_worst():
-  from echokld import panels
   cases = ["a", "b", "c", "d", "e", "f"]
   dice = np.array([0.9, 0.5, np.nan, 0.7, 0.8, 0.6])
   rows = panels.choose_cases(cases, dice, worst=3)

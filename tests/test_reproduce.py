@@ -1,32 +1,89 @@
 """The whole study pipeline, end to end on tiny synthetic data (--smoke)."""
 
+import csv
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
+
 from conftest import ROOT
+from echokld import metrics, panels
+from echokld.data import synthetic
 
 MODELS = ("dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae", "bd_vae")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_rows(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def read_csv_rows(path):
+  with open(path, newline="") as f:
+    rows = list(csv.reader(f))
+  return rows[0], rows[1:]
 
 
 def test_smoke_study_writes_every_table_and_figure(tmp_path):
-  result = subprocess.run([sys.executable, "experiments/reproduce_paper.py", "--smoke",
-                           f"--out={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+  # One quality group keeps the test short: the default groups Poor, Medium and Good run the
+  # same code. Reports of `all` runs (every frame) are tested in test_report.py.
+  command = [sys.executable, "experiments/reproduce_paper.py", "--smoke", f"--out={tmp_path}",
+             "--groups=Poor"]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-2000:]
+  runs = tmp_path / "runs"
+  assert sorted(os.listdir(runs)) == sorted(f"{model}_Poor_seed0" for model in MODELS)
   for model in MODELS:
-    assert os.path.exists(tmp_path / "runs" / f"{model}_seed0" / "summary.json"), model
+    assert os.path.exists(runs / f"{model}_Poor_seed0" / "summary.json"), model
+
+  # A group run sees only frames of its group, in every split.
+  quality = {r["case"]: r["quality"] for r in synthetic.make_synthetic(24, 0, (48, 48))}
+  assert sum(q == "Poor" for q in quality.values()) == 8  # 4 patients: test 1, val 1, train 2.
+  for model in ("dice", "kld_alpha"):
+    split = json.load(open(runs / f"{model}_Poor_seed0" / "split.json"))
+    assert {quality[c] for cases in split.values() for c in cases} == {"Poor"}
+    assert [len(split[k]) for k in ("train", "val", "test")] == [4, 2, 2]
+    rows = read_rows(runs / f"{model}_Poor_seed0" / "test_metrics.csv")
+    assert [r["quality"] for r in rows] == ["Poor", "Poor"]
+
+  # test_predictions.npz holds the test frames; its masks give test_metrics.csv's Dice.
+  for name in ("kld_alpha_Poor_seed0", "vae_Poor_seed0"):
+    pred = panels.load_predictions(str(runs / name))
+    rows = read_rows(runs / name / "test_metrics.csv")
+    assert list(pred["cases"]) == [r["case"] for r in rows]
+    assert pred["images"].shape == pred["pred"].shape == (len(rows), 32, 32)
+    assert pred["pred"].dtype == np.uint8 and set(np.unique(pred["pred"])) <= {0, 1}
+    for i, row in enumerate(rows):
+      dice = metrics.overlap_metrics(pred["pred"][i] > 0, pred["masks"][i] > 0)["dice"]
+      assert abs(dice - float(row["dice"])) < 1e-5, (name, row["case"])
+
   report = tmp_path / "report"
-  text = (report / "report.md").read_text()
+  overview = (report / "report.md").read_text()
+  assert "poor/report.md" in overview and "poor/fig_panel_poor.png" in overview
+  _, ranks = read_csv_rows(report / "study_ranks.csv")
+  assert len(ranks) == len(MODELS) and all(r[:3] == ["Poor", m, "2"] for r, m in
+                                            zip(ranks, MODELS))
+  assert sum(int(r[3]) for r in ranks) >= 2  # Every image has a first (ties share it).
+  _, pairs = read_csv_rows(report / "study_kld_alpha.csv")
+  assert len(pairs) == len(MODELS) - 1 and all(r[2] == "2" for r in pairs)
+  text = (report / "poor" / "report.md").read_text()
   for table in ("Table 1", "Table 4", "Table 7", "Table 8"):
     assert table in text, table
-  for csv_name in ("summary.csv", "ranks.csv", "timing.csv", "pairwise_all.csv"):
-    lines = (report / csv_name).read_text().strip().splitlines()
-    assert len(lines) >= 2, csv_name
-  for png in ("fig_val_dice.png", "fig_test_dice_all.png"):
-    assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+  for csv_name in ("summary.csv", "ranks.csv", "timing.csv", "pairwise_poor.csv",
+                   "metrics_poor.csv"):
+    lines = (report / "poor" / csv_name).read_text().strip().splitlines()
+    assert len(lines) >= 1 + len(MODELS), csv_name
+  for png in ("fig_val_dice.png", "fig_test_dice_poor.png"):
+    assert (report / "poor" / png).read_bytes()[:8] == PNG_MAGIC, png
+  # Panel: 2 Poor test frames -> 2 rows (median, worst 1); input, GT and 7 model columns.
+  with Image.open(report / "poor" / "fig_panel_poor.png") as image:
+    assert image.size == panels.figure_pixels(2, len(MODELS)) == (1400, 360)
+  assert "median `" in text and "worst 1 `" in text and "worst 2" not in text
+
   # Rerunning finds every run finished and only rewrites the report.
-  again = subprocess.run([sys.executable, "experiments/reproduce_paper.py", "--smoke",
-                          f"--out={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+  again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and again.stdout.count("[skip]") == len(MODELS)
