@@ -4,9 +4,9 @@ Reads every finished <model>_seed<seed>/ run of a sweep (experiments/sweep.py) a
 report.md, one CSV per table and PNG figures: the analogues of the paper's Tables 1-8 and
 Figures 5-14 (panels: echokld/panels.py). A sweep with quality-group runs
 (<model>_<group>_seed<seed>/) gets one such report per training group in OUT/<group>/ and
-an overview OUT/report.md (echokld/study.py). Several seeds: only seeds every model finished are used, per-image scores are
-averaged over them for the paired tests and ranks, and the per-run test Dice is summarized
-as mean ± std with a bootstrap CI. Bad input ends with one line on stderr and exit code 2.
+an overview OUT/report.md (echokld/study.py). Several seeds: only seeds every model finished
+are used, per-image scores are averaged over them for the paired tests and ranks, and the
+per-run test Dice is summarized as mean ± std with a bootstrap CI. Bad input ends with one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -364,7 +364,8 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _Parser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sweep_dir", required=True, help="Folder of <model>[_<group>]_seed<N> runs.")
+  parser.add_argument("--sweep_dir", required=True,
+                      help="Folder of <model>[_<group>]_seed<N> runs.")
   parser.add_argument("--out", default=None, help="Output folder (default SWEEP/report).")
   args = parser.parse_args(argv)
   out = args.out or os.path.join(args.sweep_dir, "report")
