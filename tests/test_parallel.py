@@ -6,6 +6,7 @@ this machine's cores, so these tests check numbers and shardings, not speed.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from echokld import parallel, predict
+from echokld import parallel, predict, train
 from test_train import TINY_FLAGS
 
 FOUR_DEVICES = "--xla_force_host_platform_device_count=4"
@@ -109,6 +110,21 @@ def test_a_data_parallel_checkpoint_restores_on_one_device(four_device_runs):
   diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
            zip(jax.tree_util.tree_leaves(par.params), jax.tree_util.tree_leaves(one.params))]
   assert len(diffs) > 10 and max(diffs) < 1e-4  # Two epochs; only summation order differs.
+
+
+def test_a_data_parallel_run_resumes_on_one_device(four_device_runs, tmp_path, tiny):
+  rows = {}
+  for name in ("parallel", "single"):  # Both trained 2 epochs in the 4-device process.
+    workdir = tmp_path / name
+    shutil.copytree(os.path.join(four_device_runs["workdir"], name), workdir)
+    summary = train.train_and_evaluate(tiny(**{"train.max_epochs": 3}), str(workdir))
+    assert summary["epochs"] == 3
+    rows[name] = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  par, one = rows["parallel"], rows["single"]
+  assert [r["epoch"] for r in par] == [1, 2, 3] and par[2]["step"] == 3 * par[0]["step"]
+  assert [r["val_dice"] for r in par[:2]] == four_device_runs["parallel"]["val_dice"]
+  assert par[2]["train_total"] == pytest.approx(one[2]["train_total"], rel=1e-5)
+  assert par[2]["val_dice"] == pytest.approx(one[2]["val_dice"], rel=1e-5)
 
 
 def test_one_device_places_as_before(tiny):
