@@ -174,3 +174,11 @@ def test_two_processes_with_two_devices_each_match_one_device(four_device_runs, 
   assert summary["test"]["dice"] == pytest.approx(one["test_dice"], rel=1e-5)
   assert len(open(workdir / "test_metrics.csv").read().splitlines()) == 11  # 10 frames.
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+
+
+def test_distributed_without_a_coordinator_is_one_line_exit_2(tmp_path):
+  done = run_python(cli_args(tmp_path / "run", "--num_processes=2", "--process_id=0"), "")
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines()[-1] == (
+      "error: --distributed: jax.distributed.initialize failed: coordinator_address should "
+      "be defined.")
