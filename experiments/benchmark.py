@@ -1,18 +1,28 @@
-"""Times the train step of each model (batch 2 by default) and prints ratios to Model 1.
+"""Train-step benchmark of the seven models, and of the same backbone in MONAI/PyTorch.
 
-  python experiments/bench_steps.py --size=224,224 --models=dice,kld_alpha,kld_kde --steps=20
+  python experiments/benchmark.py                        # 224x224 and 704x1136, batch 2
+  python experiments/benchmark.py --sizes=224x224 --models=dice --steps=30
+  python experiments/benchmark.py --sizes=96x96 --batch=8 --steps_per_call=1,4
 
-Median of --steps synchronised steps per model after two warm-up steps, models taken in
-turn step by step so that load on a shared machine hits all alike (compilation excluded,
-reported separately). Data is synthetic echo at the requested size.
+Each row is the median of --steps synchronised steps (`block_until_ready`) after two
+warm-up steps. Rows are timed in turn, step by step, so drift of a shared machine hits all
+alike; ratios are to the first row. Also printed: compile time (first call), the compiled
+program's memory (XLA's memory analysis: arguments + temporaries), the device's peak memory
+where the backend reports it, an epoch of --epoch_images images estimated from the median,
+and the process's peak host memory. The MONAI row (`pip install -e .[bench]`) is MONAI's
+SegResNet with the same blocks (1, 2, 2, 4), 16 filters, bilinear upsampling, Dice loss and
+Adam; it is skipped with a note when torch or monai is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -28,13 +38,28 @@ from echokld import models, steps, variants  # noqa: E402
 from echokld.data import pipeline, synthetic  # noqa: E402
 
 
-def setup_model(name: str, shape: tuple[int, int], batch: int, per_call: int = 1
-                ) -> tuple[Callable, float]:
-  """Builds a model's jitted train step on synthetic echo; returns (run_one_step, compile s)."""
-  config = importlib.import_module(f"configs.{name}").get_config()
-  records = synthetic.make_synthetic(max(batch * per_call, 4) // 2 + 1, 0, shape)
-  split = pipeline.to_arrays(records, shape, resize=False)
-  model = models.model_from_config(config.model)
+@dataclasses.dataclass
+class Runner:
+  """One benchmark row: `step()` runs one synchronised train step and returns seconds."""
+
+  name: str
+  step: Callable[[], float]
+  compile_s: float
+  program_bytes: int | None = None
+
+
+def synthetic_batch(shape: tuple[int, int], frames: int) -> pipeline.ArraySplit:
+  records = synthetic.make_synthetic(frames // 2 + 1, 0, shape)
+  return pipeline.to_arrays(records, shape, resize=False)
+
+
+def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: int = 1,
+               dtype: str = "float32") -> Runner:
+  """A model's jitted train step (the trainer's own) on synthetic echo."""
+  config = importlib.import_module(f"configs.{model_name}").get_config()
+  split = synthetic_batch(shape, max(batch * per_call, 4))
+  model = models.model_from_config(
+      config.model, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
   tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
   box = [steps.create_train_state(model, tx, plateau, 0, shape)]
   reference = (variants.reference_params(split) if variants.needs_reference(config)
@@ -43,49 +68,139 @@ def setup_model(name: str, shape: tuple[int, int], batch: int, per_call: int = 1
   chunk = steps.make_train_chunk(model, tx, config.loss, batch, extras_fn)
   images, masks = jax.device_put(split.images), jax.device_put(split.masks)
   perm = jnp.arange(len(split))
+  args = (images, masks, perm, jnp.int32(0))
+  compiled = chunk.lower(box[0], *args, num_steps=per_call).compile()
+  analysis = compiled.memory_analysis()
+  program_bytes = None if analysis is None else int(
+      analysis.argument_size_in_bytes + analysis.temp_size_in_bytes +
+      analysis.output_size_in_bytes - analysis.alias_size_in_bytes)
 
-  def run_one_step() -> float:
-    """Seconds per train step, over one device call of `per_call` steps."""
+  def step() -> float:
     t0 = time.perf_counter()
-    box[0], terms = chunk(box[0], images, masks, perm, jnp.int32(0), num_steps=per_call)
+    box[0], terms = chunk(box[0], *args, num_steps=per_call)
     jax.block_until_ready(terms)
-    assert np.isfinite(np.asarray(terms["total"])).all(), name
+    assert np.isfinite(np.asarray(terms["total"])).all(), model_name
     return (time.perf_counter() - t0) / per_call
 
-  compile_s = run_one_step()
-  run_one_step()
-  return run_one_step, compile_s
+  t0 = time.perf_counter()
+  step()
+  name = model_name + (f"@{per_call}" if per_call > 1 else "") + \
+      ("/bf16" if dtype == "bfloat16" else "")
+  return Runner(name, step, time.perf_counter() - t0, program_bytes)
+
+
+def monai_runner(shape: tuple[int, int], batch: int) -> Runner | str:
+  """MONAI SegResNet, Dice loss, Adam: the PyTorch peer; a note string if unavailable."""
+  try:
+    import torch
+    from monai.losses import DiceLoss
+    from monai.networks.nets import SegResNet
+  except ImportError as exc:
+    return f"MONAI row skipped: {exc.name} is not installed (pip install -e .[bench])"
+  torch.manual_seed(0)
+  net = SegResNet(spatial_dims=2, init_filters=16, in_channels=1, out_channels=1,
+                  blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1),
+                  upsample_mode="nontrainable")
+  opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+  loss_fn = DiceLoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+  split = synthetic_batch(shape, batch)
+  x = torch.from_numpy(split.images[:batch, None].astype(np.float32) / 255.0)
+  y = torch.from_numpy(split.masks[:batch, None].astype(np.float32))
+
+  def step() -> float:
+    t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(net(x), y)
+    loss.backward()
+    opt.step()
+    assert np.isfinite(loss.item())
+    return time.perf_counter() - t0
+
+  t0 = time.perf_counter()
+  step()
+  return Runner(f"MONAI SegResNet (torch {torch.__version__}, "
+                f"{torch.get_num_threads()} threads)", step, time.perf_counter() - t0)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+  rows, cols = text.lower().split("x")
+  return int(rows), int(cols)
+
+
+def device_peak_bytes() -> int | None:
+  stats = jax.devices()[0].memory_stats()
+  return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def bench_size(shape: tuple[int, int], args: argparse.Namespace) -> list[dict]:
+  runners: list[Runner] = []
+  for dtype in args.dtypes.split(","):
+    for per_call in (int(k) for k in args.steps_per_call.split(",")):
+      for model_name in args.models.split(","):
+        if dtype != "float32" and model_name != args.models.split(",")[0]:
+          continue  # Mixed precision is timed on the first model only.
+        runners.append(jax_runner(model_name, shape, args.batch, per_call, dtype))
+  notes = []
+  if args.monai:
+    peer = monai_runner(shape, args.batch)
+    runners.append(peer) if isinstance(peer, Runner) else notes.append(peer)
+  for _ in range(2):  # Warm-up.
+    for runner in runners:
+      runner.step()
+  times: dict[str, list[float]] = {r.name: [] for r in runners}
+  for _ in range(args.steps):
+    for runner in runners:
+      times[runner.name].append(runner.step())
+  base = statistics.median(times[runners[0].name])
+  rows = []
+  for runner in runners:
+    median = statistics.median(times[runner.name])
+    rows.append({"size": f"{shape[0]}x{shape[1]}", "row": runner.name, "step_s": median,
+                 "images_per_s": args.batch / median, "ratio_to_first": median / base,
+                 "speed_vs_row": base / median, "compile_s": runner.compile_s,
+                 "epoch_s": median * args.epoch_images / args.batch,
+                 "program_mib": None if runner.program_bytes is None else
+                                runner.program_bytes / 2**20})
+  print(f"\n## {shape[0]}x{shape[1]}, batch {args.batch}, {args.steps} steps\n")
+  print(f"| row | median step s | images/s | time ratio to {runners[0].name} | "
+        f"compile s | program MiB | epoch of {args.epoch_images} s |")
+  print("|---|---|---|---|---|---|---|")
+  for r in rows:
+    mib = "" if r["program_mib"] is None else f"{r['program_mib']:.0f}"
+    print(f"| {r['row']} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | "
+          f"{r['ratio_to_first']:.2f} | {r['compile_s']:.1f} | {mib} | {r['epoch_s']:.1f} |")
+  for note in notes:
+    print(f"\n{note}")
+  return rows
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--size", default="224,224")
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sizes", default="224x224,704x1136")
   parser.add_argument("--models", default="dice,wdecay,vae,kld_alpha,kld_kde,rd_vae,bd_vae")
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--steps_per_call", default="1",
                       help="comma list: also time k steps fused by lax.scan per call")
+  parser.add_argument("--dtypes", default="float32",
+                      help="comma list; bfloat16 adds a mixed-precision row of the first model")
+  parser.add_argument("--monai", type=int, default=1, help="1: add the MONAI/PyTorch row")
+  parser.add_argument("--epoch_images", type=int, default=288)
+  parser.add_argument("--json", default="", help="also write the rows to this file")
   args = parser.parse_args()
-  shape = tuple(int(v) for v in args.size.split(","))
-  print(f"# train step, batch {args.batch}, {shape[0]}x{shape[1]}, {jax.devices()[0]}, "
+  print(f"# {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{time.strftime('%Y-%m-%d')}")
-  print("| model[@steps per call] | median step s | images/s | ratio to dice | compile s |")
-  print("|---|---|---|---|---|")
-  names = [f"{m}@{k}" if k != "1" else m for k in args.steps_per_call.split(",")
-           for m in args.models.split(",")]
-  runners = {name: setup_model(name.split("@")[0], shape, args.batch,
-                               int(name.split("@")[1]) if "@" in name else 1)
-             for name in names}
-  times: dict[str, list[float]] = {name: [] for name in names}
-  for _ in range(args.steps):  # Round robin, so machine drift hits every model alike.
-    for name in names:
-      times[name].append(runners[name][0]())
-  base = statistics.median(times[names[0]])
-  for name in names:
-    median = statistics.median(times[name])
-    print(f"| {name} | {median:.3f} | {args.batch / median:.2f} | {median / base:.2f} | "
-          f"{runners[name][1]:.1f} |", flush=True)
+        f"jax {jax.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, load "
+        f"{os.getloadavg()[0]:.2f}")
+  rows = [r for size in args.sizes.split(",") for r in bench_size(parse_size(size), args)]
+  peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+  peak_device = device_peak_bytes()
+  print(f"\npeak host memory of the process: {peak_host:.0f} MiB; peak device memory: "
+        f"{'not reported by this backend' if peak_device is None else f'{peak_device / 2**20:.0f} MiB'}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"device": jax.devices()[0].device_kind, "rows": rows,
+                 "peak_host_mib": peak_host}, f, indent=2)
 
 
 if __name__ == "__main__":
