@@ -43,6 +43,36 @@ def upsample2x_bilinear(x: Array) -> Array:
   return along(along(x, 1), 2)
 
 
+class GroupNorm(nn.Module):
+  """GroupNorm as one affine map per (image, channel): y = x * a + b.
+
+  Same function and parameters (`scale`, `bias`) as flax's GroupNorm, but the statistics
+  come from one pass (E[x], E[x^2] in float32) and the normalised tensor is never
+  materialised: the backward pass keeps only x and the per-channel (a, b). Measured 5-10%
+  faster per ResBlock (forward and backward) on XLA:CPU; see BENCHMARKS.md.
+  """
+
+  num_groups: int = 8
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    channels = x.shape[-1]
+    per_group = channels // self.num_groups
+    scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
+    grouped = x.reshape(x.shape[0], -1, self.num_groups, per_group).astype(jnp.float32)
+    mean = jnp.mean(grouped, axis=(1, 3))
+    var = jnp.maximum(jnp.mean(jnp.square(grouped), axis=(1, 3)) - jnp.square(mean), 0.0)
+    inv = jax.lax.rsqrt(var + self.epsilon)  # (B, G)
+    a = scale.reshape(self.num_groups, per_group) * inv[..., None]  # (B, G, C/G)
+    b = bias.reshape(self.num_groups, per_group) - mean[..., None] * a
+    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,)
+    return (x.astype(self.dtype) * a.reshape(shape).astype(self.dtype) +
+            b.reshape(shape).astype(self.dtype))
+
+
 class ResBlock(nn.Module):
   """GroupNorm-ReLU-conv twice with an identity skip (pre-activation, as SegResNet)."""
 
@@ -54,7 +84,7 @@ class ResBlock(nn.Module):
   def __call__(self, x: Array) -> Array:
     y = x
     for _ in range(2):
-      y = nn.GroupNorm(num_groups=self.num_groups, epsilon=1e-5, dtype=self.dtype)(y)
+      y = GroupNorm(self.num_groups, 1e-5, self.dtype)(y)
       y = nn.relu(y)
       y = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(y)
     return x + y
@@ -115,7 +145,7 @@ class OutputConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    x = nn.relu(nn.GroupNorm(num_groups=self.num_groups, epsilon=1e-5, dtype=self.dtype)(x))
+    x = nn.relu(GroupNorm(self.num_groups, 1e-5, self.dtype)(x))
     return nn.Conv(self.features, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)
 
 
