@@ -169,9 +169,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _write_json(split_cases, os.path.join(workdir, "split.json"))
   writer = writers.MetricWriter(workdir, config.log.tensorboard,
                                 enabled=parallel.is_main_process())
+  writer.truncate_after(latest or 0)  # A kill between an epoch's row and its checkpoint.
   if latest is not None:
     state = checkpointing.restore(manager, latest, state)
-    writer.truncate_after(latest)
     logging.info("Resumed from epoch %d in %s", latest, workdir)
 
   reference = (variants.reference_params(train, config.loss.num_bins)
