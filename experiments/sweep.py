@@ -7,7 +7,9 @@
 quality group (Good, Medium, Poor) trains, validates and tests on that group's frames only,
 unknown quality excluded, as the paper does (Tables 1-3), in `<model>_<group>_seed<seed>/`.
 Finished runs (summary.json present) are skipped; interrupted ones resume from their latest
-checkpoint. `--shard=i/n` runs every n-th run starting at i, so n machines split a sweep
+checkpoint. `--replicas=S` trains the unfinished seeds of one model and group S at a time in one
+program (echokld.replicas: one compile, one copy of the data; each seed still gets its own
+split, workdir and files, with the same meaning as a run of its own). `--shard=i/n` runs every n-th run starting at i, so n machines split a sweep
 without coordination. Everything after `--` is passed to each run as config overrides (after
 the group's own). Ends with a markdown table of the finished runs. Bad arguments: one line,
 exit code 2.
@@ -86,23 +88,54 @@ def table(out: str, runs: list[tuple[str, int, str]]) -> str:
   return "\n".join(lines)
 
 
-def run_grid(out: str, runs: list[tuple[str, int, str]], overrides: list[str]) -> int:
-  """Runs (or resumes, or skips) each (model, seed, group) in its own workdir; returns failures."""
-  failures = 0
+def replica_batches(runs: list[tuple[str, int, str]], size: int
+                    ) -> list[list[tuple[str, int, str]]]:
+  """Runs of one model and group, `size` seeds at a time in the given order (size 1: alone)."""
+  by_key: dict[tuple[str, str], list] = {}
+  for run in runs:
+    by_key.setdefault((run[0], run[2]), []).append(run)
+  return [same[i:i + size] for same in by_key.values() for i in range(0, len(same), size)]
+
+
+def run_command(batch: list[tuple[str, int, str]], out: str, overrides: list[str],
+                replica_mode: str | None = None) -> list[str]:
+  """The command of one run (echokld.main) or of a replica group (echokld.replicas)."""
+  model, seed, group = batch[0]
+  common = [f"--config={ROOT}/configs/{model}.py", *group_overrides(group), *overrides]
+  if len(batch) == 1:
+    return [sys.executable, "-m", "echokld.main", *common[:1],
+            f"--workdir={os.path.join(out, run_name(model, seed, group))}",
+            f"--config.seed={seed}", *common[1:]]
+  mode = [f"--replica_mode={replica_mode}"] if replica_mode else []
+  return [sys.executable, "-m", "echokld.replicas", *common[:1],
+          f"--workdir={os.path.join(out, run_name(model, '{seed}', group))}",
+          f"--seeds={','.join(str(s) for _, s, _ in batch)}", *mode, *common[1:]]
+
+
+def run_grid(out: str, runs: list[tuple[str, int, str]], overrides: list[str],
+             replicas: int = 1, replica_mode: str | None = None) -> int:
+  """Runs (or resumes, or skips) each (model, seed, group) in its own workdir; returns failures.
+
+  replicas > 1: unfinished seeds of one model and group train `replicas` at a time as one
+  program; a failed group counts each of its unfinished runs.
+  """
+  failures, pending = 0, []
   for model, seed, group in runs:
     workdir = os.path.join(out, run_name(model, seed, group))
     if os.path.exists(os.path.join(workdir, "summary.json")):
       print(f"[skip] {workdir} is finished", flush=True)
-      continue
-    print(f"[run] {model} seed {seed} group {group} -> {workdir}", flush=True)
+    else:
+      pending.append((model, seed, group))
+  for batch in replica_batches(pending, max(1, replicas)):
+    names = ", ".join(run_name(*run) for run in batch)
+    print(f"[run] {names} -> {out}", flush=True)
     t0 = time.time()
-    cmd = [sys.executable, "-m", "echokld.main", f"--config={ROOT}/configs/{model}.py",
-           f"--workdir={workdir}", f"--config.seed={seed}", *group_overrides(group),
-           *overrides]
-    result = subprocess.run(cmd, cwd=ROOT)
-    failures += result.returncode != 0
+    result = subprocess.run(run_command(batch, out, overrides, replica_mode), cwd=ROOT)
+    if result.returncode != 0:
+      failures += sum(not os.path.exists(os.path.join(out, run_name(*run), "summary.json"))
+                      for run in batch)
     status = "done" if result.returncode == 0 else f"failed (exit {result.returncode})"
-    print(f"[{status}] {workdir} in {time.time() - t0:.0f}s", flush=True)
+    print(f"[{status}] {names} in {time.time() - t0:.0f}s", flush=True)
   return failures
 
 
@@ -127,13 +160,20 @@ def main() -> None:
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--groups", default=ALL, help=f"Comma list of {ALL}, {', '.join(GROUPS)}.")
   parser.add_argument("--shard", default="0/1")
+  parser.add_argument("--replicas", type=int, default=1,
+                      help="Train this many seeds of one model at a time in one program.")
+  parser.add_argument("--replica_mode", default=None,
+                      help="echokld.replicas --replica_mode (unroll, hybrid, vmap).")
   args = parser.parse_args(argv)
   try:
     groups = parse_groups(args.groups)
+    if args.replicas < 1:
+      raise InputError("--replicas", f"expected a positive integer, got {args.replicas}")
   except InputError as exc:
     fail(exc)
   runs = grid(args.models.split(","), [int(s) for s in args.seeds.split(",")], groups)
-  failures = run_grid(args.out, shard(runs, args.shard), overrides)
+  failures = run_grid(args.out, shard(runs, args.shard), overrides, args.replicas,
+                      args.replica_mode)
   print(table(args.out, runs))
   sys.exit(1 if failures else 0)
 

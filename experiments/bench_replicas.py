@@ -1,0 +1,117 @@
+"""Throughput of S replicas in one program (echokld.replicas) against S sequential single runs.
+
+  python experiments/bench_replicas.py --size=96,96 --batch=8 --replicas=1,2,4,8 --steps=10
+
+For each S: S single-run train states stepped one after another (each step synchronised, as a
+sequential sweep runs them), and one stacked state stepped by each --modes program. Rounds are
+interleaved (baseline, then each mode) so that load on a shared machine hits all alike;
+reported: median seconds per round after two warm-up calls, images/s, and the median of the
+per-round ratios baseline / mode (> 1: the group is faster), and the same for the CPU seconds
+the process used (all threads): on a shared machine wall time depends on the other load,
+while CPU seconds per round show how much work each program needs. Load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from echokld import models, replicas, steps  # noqa: E402
+from echokld.data import pipeline, synthetic  # noqa: E402
+
+
+def timed(fn: Callable[[], None]) -> tuple[float, float]:
+  """(wall seconds, CPU seconds of this process) of one call."""
+  wall, cpu = time.perf_counter(), time.process_time()
+  fn()
+  return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def setup(model_name: str, shape: tuple[int, int], batch: int, size: int,
+          modes: list[str]) -> dict[str, Callable[[], tuple[float, float]]]:
+  """Timers ((wall, CPU) seconds per call) for the sequential baseline and each mode."""
+  config = importlib.import_module(f"configs.{model_name}").get_config()
+  config.train.batch_size = batch
+  split = pipeline.to_arrays(synthetic.make_synthetic(max(batch, 4) // 2 + 1, 0, shape), shape,
+                             resize=False)
+  model = models.model_from_config(config.model)
+  tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
+  fresh = [steps.create_train_state(model, tx, plateau, k, shape) for k in range(size)]
+  images, masks = jax.device_put(split.images), jax.device_put(split.masks)
+  perm = jnp.arange(len(split))
+  single = steps.make_train_chunk(model, tx, config.loss, batch)
+  singles = list(fresh)
+
+  def sequential() -> None:
+    for k in range(size):
+      singles[k], terms = single(singles[k], images, masks, perm, jnp.int32(0), num_steps=1)
+      jax.block_until_ready(terms)
+
+  timers = {"sequential": lambda: timed(sequential)}
+  aux = (jnp.stack([perm] * size), jnp.ones(size, jnp.int32), jnp.zeros((size, 3)))
+  for mode in modes:
+    chunk = replicas.make_group_chunk(model, tx, config, mode)
+    box = [replicas.stack(fresh)]
+
+    def grouped(chunk=chunk, box=box) -> None:
+      box[0], terms = chunk(box[0], images, masks, aux, jnp.int32(0), num_steps=1)
+      jax.block_until_ready(terms)
+      assert np.isfinite(np.asarray(terms["total"])).all()
+
+    timers[mode] = lambda grouped=grouped: timed(grouped)
+  return timers
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--size", default="96,96")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--model", default="dice")
+  parser.add_argument("--replicas", default="1,2,4,8")
+  parser.add_argument("--modes", default=",".join(replicas.MODES))
+  parser.add_argument("--steps", type=int, default=10)
+  args = parser.parse_args()
+  shape = tuple(int(v) for v in args.size.split(","))
+  modes = args.modes.split(",")
+  print(f"# {args.model}, batch {args.batch}, {shape[0]}x{shape[1]}, {jax.devices()[0]}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"jax {jax.__version__}, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+  print("| S | program | median s per S steps | images/s | ratio to sequential "
+        "(median of rounds) | CPU s per S steps | CPU ratio | compile+first s | load avg |")
+  print("|---|---|---|---|---|---|---|---|---|", flush=True)
+  for size in (int(s) for s in args.replicas.split(",")):
+    timers = setup(args.model, shape, args.batch, size, modes)
+    first = {name: timer()[0] for name, timer in timers.items()}  # Compile, first call.
+    for timer in timers.values():
+      timer()
+    load = os.getloadavg()[0]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in timers}
+    for _ in range(args.steps):  # Interleaved rounds.
+      for name, timer in timers.items():
+        times[name].append(timer())
+    load = f"{load:.1f}-{os.getloadavg()[0]:.1f}"
+    base = times["sequential"]
+    for name in timers:
+      wall = statistics.median(w for w, _ in times[name])
+      cpu = statistics.median(c for _, c in times[name])
+      ratio = statistics.median(b[0] / t[0] for b, t in zip(base, times[name]))
+      cpu_ratio = statistics.median(b[1] / t[1] for b, t in zip(base, times[name]))
+      print(f"| {size} | {name} | {wall:.3f} | {size * args.batch / wall:.2f} | "
+            f"{ratio:.2f} | {cpu:.3f} | {cpu_ratio:.2f} | {first[name]:.1f} | {load} |",
+            flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,159 @@
+"""Replica groups: replica k is the sequential run of seed k; masking; uneven resume; sweep."""
+
+import json
+import os
+import shutil
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_config
+from echokld import models, replicas, steps, train
+from echokld.data import pipeline
+from echokld.errors import InputError
+
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+import sweep  # noqa: E402
+
+SEEDS = (0, 1)
+# Per-replica schedule: halve after 1 bad epoch, stop after 1 epoch without a 0.05 gain. On
+# this tiny set seed 1 stops at epoch 3 (lr halved) while seed 0 trains all 4 epochs.
+SCHEDULE = {"train.max_epochs": 4, "train.plateau_patience": 1,
+            "train.early_stop_patience": 1, "train.min_delta": 0.05}
+# Hard val Dice moves in steps of about one pixel (~4e-4 here); replicas agree with the
+# sequential runs up to float reassociation (parameters within ~1e-7 after a few steps).
+DICE_TOL = 2e-3
+
+
+def rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def load(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+  out = tmp_path_factory.mktemp("sequential")
+  for seed in SEEDS:
+    train.train_and_evaluate(tiny_config(seed=seed, **SCHEDULE), str(out / f"seed{seed}"))
+  return [str(out / f"seed{s}") for s in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def resumed_group(tmp_path_factory):
+  """A group stopped after 2 epochs, seed 1 losing its epoch-2 checkpoint (as when a kill
+  lands between the replicas' saves), then resumed to the end: replicas at other epochs."""
+  out = tmp_path_factory.mktemp("group")
+  workdirs = [str(out / f"seed{s}") for s in SEEDS]
+  replicas.train_replicas(tiny_config(**{**SCHEDULE, "train.max_epochs": 2}), SEEDS, workdirs)
+  shutil.rmtree(os.path.join(workdirs[1], "checkpoints", "2"))
+  summaries = replicas.train_replicas(tiny_config(**SCHEDULE), SEEDS, workdirs)
+  return workdirs, summaries
+
+
+def test_each_replica_is_the_sequential_run_of_its_seed(sequential, resumed_group):
+  workdirs, summaries = resumed_group
+  stopped = []
+  for seed, seq_dir, rep_dir, summary in zip(SEEDS, sequential, workdirs, summaries):
+    assert load(rep_dir, "config.json")["seed"] == seed
+    assert load(rep_dir, "split.json") == load(seq_dir, "split.json")
+    assert sorted(os.listdir(rep_dir)) == sorted(os.listdir(seq_dir))
+    want, got = rows(seq_dir), rows(rep_dir)
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
+    assert [r["learning_rate"] for r in got] == [r["learning_rate"] for r in want]
+    np.testing.assert_allclose([r["val_dice"] for r in got], [r["val_dice"] for r in want],
+                               atol=DICE_TOL)
+    np.testing.assert_allclose([r["train_total"] for r in got],
+                               [r["train_total"] for r in want], rtol=1e-4)
+    seq = load(seq_dir, "summary.json")
+    assert summary == load(rep_dir, "summary.json")
+    for key in ("epochs", "stopped_early", "num_params", "frames"):
+      assert summary[key] == seq[key], key
+    assert summary["val"]["best_epoch"] == seq["val"]["best_epoch"]
+    assert summary["test"]["dice"] == pytest.approx(seq["test"]["dice"], abs=DICE_TOL)
+    stopped.append((summary["epochs"], summary["stopped_early"]))
+  # The schedule differs per replica: seed 1 stopped early while seed 0 went on.
+  assert stopped == [(4, False), (3, True)], stopped
+  lrs = [[r["learning_rate"] for r in rows(d)] for d in workdirs]
+  assert lrs[0] == [pytest.approx(1e-3)] * 4 and lrs[1][-1] == pytest.approx(5e-4)
+
+
+def test_a_stopped_replica_is_left_unchanged_by_later_steps():
+  config = tiny_config()
+  split = pipeline.build_splits(config)[0]["train"]
+  model = models.model_from_config(config.model)
+  tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
+  fresh = [steps.create_train_state(model, tx, plateau, s, split.images.shape[1:])
+           for s in SEEDS]
+  images, masks = jax.device_put(split.images), jax.device_put(split.masks)
+  perm = jnp.arange(len(split))
+  single = steps.make_train_chunk(model, tx, config.loss, config.train.batch_size)
+  alone = single(jax.tree_util.tree_map(jnp.copy, fresh[0]), images, masks, perm,
+                 jnp.int32(1), num_steps=1)[0]
+  group = replicas.stack(fresh).replace(stopped=jnp.asarray([False, True]))
+  before = jax.tree_util.tree_map(np.asarray, replicas.take(group, 1))
+  chunk = replicas.make_group_chunk(model, tx, config)
+  aux = (jnp.stack([perm] * 2), jnp.asarray([5, 5], jnp.int32), jnp.zeros((2, 3)))
+  for index in (1, 2):
+    group, terms = chunk(group, images, masks, aux, jnp.int32(index), num_steps=1)
+  assert np.asarray(group.step).tolist() == [2, 0]
+  after = replicas.take(group, 1)
+  for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  # Replica 0 after its first step is the single run's step, bit for bit (unroll mode).
+  group = replicas.stack(fresh)
+  group, _ = chunk(group, images, masks, aux, jnp.int32(1), num_steps=1)
+  for a, b in zip(jax.tree_util.tree_leaves(alone.params),
+                  jax.tree_util.tree_leaves(replicas.take(group.params, 0))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("mode", replicas.MODES)
+def test_replicate_modes_match_per_replica_calls(mode):
+  """A conv net's loss and gradient per replica (kernels differ, data shared or not)."""
+
+  def loss_grad(kernel, images, scale):
+    def loss(k):
+      y = jax.lax.conv_general_dilated(images, k, (1, 1), "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      return jnp.mean(jax.nn.relu(y) * scale) + jax.jit(jnp.sum)(k ** 2)
+    return jax.value_and_grad(loss)(kernel)
+
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  kernels = jax.random.normal(keys[0], (3, 3, 3, 2, 4))
+  images = jax.random.normal(keys[1], (2, 8, 8, 2))
+  scales = jnp.asarray([1.0, 2.0, 3.0])
+  value, grad = jax.jit(replicas.replicate(loss_grad, (0, None, 0), mode))(kernels, images,
+                                                                          scales)
+  for k in range(3):
+    want_value, want_grad = jax.jit(loss_grad)(kernels[k], images, scales[k])
+    np.testing.assert_allclose(value[k], want_value, rtol=1e-5)
+    np.testing.assert_allclose(grad[k], want_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_seeds_and_modes_are_one_line_input_errors():
+  assert replicas.parse_seeds("0-3") == [0, 1, 2, 3]
+  assert replicas.parse_seeds("4,2") == [4, 2]
+  for spec in ("1,1", "a", ""):
+    with pytest.raises(InputError, match="--seeds"):
+      replicas.parse_seeds(spec)
+  with pytest.raises(InputError, match="unknown mode 'pmap'"):
+    replicas.train_replicas(tiny_config(), [0], ["unused"], mode="pmap")
+
+
+def test_sweep_groups_unfinished_seeds_of_one_model(tmp_path):
+  runs = sweep.grid(["dice", "vae"], [0, 1, 2], ["all"])
+  batches = sweep.replica_batches(runs, 2)
+  assert batches == [[("dice", 0, "all"), ("dice", 1, "all")], [("dice", 2, "all")],
+                     [("vae", 0, "all"), ("vae", 1, "all")], [("vae", 2, "all")]]
+  cmd = sweep.run_command(batches[0], str(tmp_path), ["--config.train.max_epochs=2"])
+  assert cmd[1:3] == ["-m", "echokld.replicas"]
+  assert f"--workdir={tmp_path}/dice_seed{{seed}}" in cmd and "--seeds=0,1" in cmd
+  assert sweep.run_command(batches[1], str(tmp_path), [])[1:3] == ["-m", "echokld.main"]
