@@ -11,6 +11,7 @@ parameters) or a bottleneck injection selected by the config; the network is nev
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -46,10 +47,11 @@ def upsample2x_bilinear(x: Array) -> Array:
 class GroupNorm(nn.Module):
   """GroupNorm as one affine map per (image, channel): y = x * a + b.
 
-  Same function and parameters (`scale`, `bias`) as flax's GroupNorm, but the statistics
-  come from one pass (E[x], E[x^2] in float32) and the normalised tensor is never
-  materialised: the backward pass keeps only x and the per-channel (a, b). Measured 5-10%
-  faster per ResBlock (forward and backward) on XLA:CPU; see BENCHMARKS.md.
+  Same function and parameters (`scale`, `bias`) as flax's GroupNorm, computed the way
+  XLA:CPU runs fast: per-channel sums of x and x^2 over the spatial axes (contiguous,
+  channels-last reductions, 8x faster than flax's grouped reduction at 224x224x16), summed
+  into groups on (B, C)-sized arrays, and one fused x * a + b pass, so the normalised tensor
+  is never materialised for the backward pass. See BENCHMARKS.md for the measured gain.
   """
 
   num_groups: int = 8
@@ -58,17 +60,20 @@ class GroupNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    channels = x.shape[-1]
+    batch, channels = x.shape[0], x.shape[-1]
     per_group = channels // self.num_groups
     scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
-    grouped = x.reshape(x.shape[0], -1, self.num_groups, per_group).astype(jnp.float32)
-    mean = jnp.mean(grouped, axis=(1, 3))
-    var = jnp.maximum(jnp.mean(jnp.square(grouped), axis=(1, 3)) - jnp.square(mean), 0.0)
-    inv = jax.lax.rsqrt(var + self.epsilon)  # (B, G)
-    a = scale.reshape(self.num_groups, per_group) * inv[..., None]  # (B, G, C/G)
-    b = bias.reshape(self.num_groups, per_group) - mean[..., None] * a
-    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,)
+    spatial = tuple(range(1, x.ndim - 1))
+    x32 = x.astype(jnp.float32)
+    count = per_group * math.prod(x.shape[1:-1])
+    sums = jnp.sum(x32, axis=spatial).reshape(batch, self.num_groups, per_group)
+    squares = jnp.sum(x32 * x32, axis=spatial).reshape(batch, self.num_groups, per_group)
+    mean = jnp.sum(sums, axis=-1, keepdims=True) / count  # (B, G, 1)
+    var = jnp.maximum(jnp.sum(squares, axis=-1, keepdims=True) / count - mean**2, 0.0)
+    a = scale.reshape(self.num_groups, per_group) * jax.lax.rsqrt(var + self.epsilon)
+    b = bias.reshape(self.num_groups, per_group) - mean * a  # (B, G, C/G)
+    shape = (batch,) + (1,) * (x.ndim - 2) + (channels,)
     return (x.astype(self.dtype) * a.reshape(shape).astype(self.dtype) +
             b.reshape(shape).astype(self.dtype))
 

@@ -46,6 +46,7 @@ class Runner:
   step: Callable[[], float]
   compile_s: float
   program_bytes: int | None = None
+  hlo_text: str = ""
 
 
 def synthetic_batch(shape: tuple[int, int], frames: int) -> pipeline.ArraySplit:
@@ -86,7 +87,7 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
   step()
   name = model_name + (f"@{per_call}" if per_call > 1 else "") + \
       ("/bf16" if dtype == "bfloat16" else "")
-  return Runner(name, step, time.perf_counter() - t0, program_bytes)
+  return Runner(name, step, time.perf_counter() - t0, program_bytes, compiled.as_text())
 
 
 def monai_runner(shape: tuple[int, int], batch: int) -> Runner | str:
