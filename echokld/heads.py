@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from echokld.models import Decoder, GroupNorm, OutputConv, upsample2x_bilinear
+from echokld.models import Decoder, GroupNorm, conv, OutputConv, upsample2x_bilinear
 
 Array = jax.Array
 MAX_SKEW = 2.0  # Same bound as echokld.distributions' fit: gamma shape > 1.
@@ -33,7 +33,7 @@ class VAEBranch(nn.Module):
   def __call__(self, bottleneck: Array, rng: Array | None, train: bool) -> dict[str, Array]:
     top = bottleneck.shape[-1]
     x = nn.relu(GroupNorm(self.num_groups, 1e-5, self.dtype)(bottleneck))
-    x = nn.Conv(16, (3, 3), strides=(2, 2), dtype=self.dtype, name="down")(x)
+    x = conv(16, (3, 3), self.dtype, strides=(2, 2), name="down")(x)
     b, h, w, c = x.shape
     stats = nn.Dense(2 * self.latent, name="to_latent")(x.reshape(b, -1).astype(jnp.float32))
     mu, logvar = jnp.split(stats, 2, axis=-1)
@@ -42,7 +42,7 @@ class VAEBranch(nn.Module):
     if train and rng is not None:
       z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape)
     y = nn.relu(nn.Dense(h * w * c, name="from_latent")(z)).reshape(b, h, w, c)
-    y = nn.Conv(top, (1, 1), dtype=self.dtype, name="expand")(y.astype(self.dtype))
+    y = conv(top, (1, 1), self.dtype, name="expand")(y.astype(self.dtype))
     y = upsample2x_bilinear(y)[:, :bottleneck.shape[1], :bottleneck.shape[2]]
     y = nn.relu(GroupNorm(self.num_groups, 1e-5, self.dtype)(y))
     y = Decoder(self.init_features, self.num_levels, self.num_groups, use_skips=False,
