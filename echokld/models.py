@@ -87,8 +87,8 @@ class GroupNorm(nn.Module):
     a = scale.reshape(self.num_groups, per_group) * jax.lax.rsqrt(var + self.epsilon)
     b = bias.reshape(self.num_groups, per_group) - mean * a  # (B, G, C/G)
     shape = (batch,) + (1,) * (x.ndim - 2) + (channels,)
-    return (x.astype(self.dtype) * a.reshape(shape).astype(self.dtype) +
-            b.reshape(shape).astype(self.dtype))
+    # In float32: x * a + b cancels the mean, which bfloat16 would round away.
+    return (x32 * a.reshape(shape) + b.reshape(shape)).astype(self.dtype)
 
 
 class ResBlock(nn.Module):

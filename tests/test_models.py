@@ -71,3 +71,14 @@ def test_group_norm_matches_numpy_and_flax():
   g_flax = jax.grad(lambda v: jnp.sum(nn.GroupNorm(num_groups=4, epsilon=1e-5).apply(
       params, v) * cot))(x)
   np.testing.assert_allclose(np.asarray(g_ours), np.asarray(g_flax), rtol=1e-4, atol=1e-5)
+
+
+def test_group_norm_in_bfloat16_keeps_offset_inputs_precise():
+  """Inputs far from zero: normalising after a bfloat16 cast would lose the signal."""
+  x = jnp.asarray(np.random.default_rng(2).normal(100.0, 1.0, (2, 8, 8, 16)), jnp.float32)
+  params = {"params": {"scale": jnp.ones(16), "bias": jnp.zeros(16)}}
+  exact = models.GroupNorm(4, 1e-5, jnp.float32).apply(params, x)
+  half = models.GroupNorm(4, 1e-5, jnp.bfloat16).apply(params, x)
+  assert half.dtype == jnp.bfloat16
+  # bfloat16 spacing near 100 is 0.5 (half a standard deviation); near 3 it is 1/64.
+  assert float(jnp.max(jnp.abs(half.astype(jnp.float32) - exact))) < 0.03
