@@ -12,10 +12,11 @@ checkpoints/, test_metrics.csv, summary.json), so the report reads it unchanged 
 train and validation frames of all replicas are pooled (deduplicated by case and content) and
 each replica indexes the pool with its own index arrays, so no replica uses another's split.
 
-The train state is stacked over replicas (leading axis). A replica that stopped early (or
-reached max_epochs, or has fewer steps in an epoch) is masked by `jnp.where` and left
-unchanged by later steps; once half of the group is done it is compacted (one recompile).
-`--replica_mode` picks how one step runs over the stacked state (see `replicate`); timings
+The group's state is a tuple of S ordinary TrainStates (slicing and re-stacking one stacked
+state inside the step cost ~40% more CPU per step at 32x32 on this machine). A replica that
+stopped early (or reached max_epochs, or has fewer steps in an epoch) is masked by `jnp.where`
+and left unchanged by later steps; once half of the group is done the group is compacted (one
+recompile). `--replica_mode` picks how one step runs over the replicas (`replicate`); timings
 on this project's CPU are in BENCHMARKS.md ("Replica groups"). A group runs on one device;
 `experiments/sweep.py --replicas=S --shard=i/n` spreads groups over machines.
 """
@@ -45,18 +46,13 @@ def stack(trees: Sequence[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
-@jax.jit
-def take(tree: Any, index: jax.Array) -> Any:
-  """Replica `index` of a stacked tree (one device call, whatever the number of leaves)."""
-  return jax.tree_util.tree_map(lambda x: x[index], tree)
+def unstack(tree: Any, size: int) -> tuple:
+  return tuple(jax.tree_util.tree_map(lambda x: x[k], tree) for k in range(size))
 
 
 def _select(mask: jax.Array, new: Any, old: Any) -> Any:
-  """Per-replica choice between two stacked trees (mask: (S,) or scalar bool)."""
-  def pick(n, o):
-    return jnp.where(jnp.reshape(mask, jnp.shape(mask) + (1,) * (n.ndim - jnp.ndim(mask))),
-                     n, o)
-  return jax.tree_util.tree_map(pick, new, old)
+  """`new` where the scalar `mask` holds, else `old` (a masked replica keeps its state)."""
+  return jax.tree_util.tree_map(lambda n, o: jnp.where(mask, n, o), new, old)
 
 
 # ---- One function over S stacked replicas -------------------------------------------------
@@ -98,28 +94,12 @@ def _eval_hybrid(jaxpr: Any, consts: list, args: list, batched: list[bool], size
   return [r for r, _ in results], [b for _, b in results]
 
 
-def replicate(fn: Callable, in_axes: Sequence[int | None], mode: str = DEFAULT_MODE
-              ) -> Callable:
-  """fn over one replica -> fn over S replicas stacked on axis 0 (args with in_axes 0).
+def _hybrid(fn: Callable, in_axes: Sequence[int | None], size: int) -> Callable:
+  """Like jax.vmap(fn, in_axes) over stacked args, but through `_eval_hybrid`."""
 
-  vmap: jax.vmap; convolutions become grouped convolutions (feature_group_count = S).
-  unroll: fn once per replica inside one program, so XLA may overlap replicas.
-  hybrid: vmap for every op but convolutions with per-replica kernels, which are unrolled.
-  All outputs are stacked.
-  """
-  if mode == "vmap":
-    return jax.vmap(fn, in_axes=tuple(in_axes))
-  if mode not in MODES:
-    raise InputError("--replica_mode", f"unknown mode {mode!r} ({', '.join(MODES)})")
-
-  def wrapped(*args):
+  def batched(*args):
     leaves, tree = jax.tree_util.tree_flatten(args)
     axes = [ax for arg, ax in zip(args, in_axes) for _ in jax.tree_util.tree_leaves(arg)]
-    size = next(x.shape[0] for x, ax in zip(leaves, axes) if ax == 0)
-    if mode == "unroll":
-      outs = [fn(*jax.tree_util.tree_unflatten(
-          tree, [x[k] if ax == 0 else x for x, ax in zip(leaves, axes)])) for k in range(size)]
-      return stack(outs)
     single = [jax.ShapeDtypeStruct(x.shape[1:] if ax == 0 else x.shape, x.dtype)
               for x, ax in zip(leaves, axes)]
     closed, shapes = jax.make_jaxpr(
@@ -128,6 +108,32 @@ def replicate(fn: Callable, in_axes: Sequence[int | None], mode: str = DEFAULT_M
                                size)
     outs = [o if b else jnp.broadcast_to(o, (size,) + jnp.shape(o)) for o, b in zip(outs, flags)]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), outs)
+
+  return batched
+
+
+def replicate(fn: Callable, in_axes: Sequence[int | None], mode: str = DEFAULT_MODE
+              ) -> Callable:
+  """fn over one replica -> fn over S replicas: args with in_axes 0 are tuples holding one
+  entry per replica, the others are shared; returns the tuple of the S results.
+
+  unroll: fn once per replica inside one program (XLA may overlap the replicas' ops).
+  vmap: stacks the replicas and applies jax.vmap; convolutions become grouped convolutions
+  (feature_group_count = S), which XLA:CPU runs several times slower than S dense ones.
+  hybrid: stacks, vmaps every op except convolutions with per-replica kernels (unrolled).
+  """
+  if mode not in MODES:
+    raise InputError("--replica_mode", f"unknown mode {mode!r} ({', '.join(MODES)})")
+
+  def wrapped(*args):
+    size = len(next(a for a, ax in zip(args, in_axes) if ax == 0))
+    if mode == "unroll":
+      return tuple(fn(*[a[k] if ax == 0 else a for a, ax in zip(args, in_axes)])
+                   for k in range(size))
+    args = [stack(a) if ax == 0 else a for a, ax in zip(args, in_axes)]
+    batched = (jax.vmap(fn, in_axes=tuple(in_axes)) if mode == "vmap"
+               else _hybrid(fn, in_axes, size))
+    return unstack(batched(*args), size)
 
   return wrapped
 
@@ -152,15 +158,17 @@ def make_group_step(model: Any, tx: Any, config: ml_collections.ConfigDict) -> C
 
 def make_group_chunk(model: Any, tx: Any, config: ml_collections.ConfigDict,
                      mode: str = DEFAULT_MODE) -> Callable:
-  """jit(chunk)(stacked_state, images, masks, aux, start, num_steps); the state is donated."""
-  step = replicate(make_group_step(model, tx, config), (0, None, None, 0, None), mode)
+  """jit(chunk)(states, images, masks, auxes, start, num_steps) -> (states, terms).
+
+  states, auxes and terms are tuples with one entry per replica; the states are donated.
+  """
+  replicated = replicate(make_group_step(model, tx, config), (0, None, None, 0, None), mode)
+
+  def step(*args):  # S (state, terms) pairs -> (S states, S terms).
+    outs = replicated(*args)
+    return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
+
   return jax.jit(steps.chunk_of_steps(step), static_argnames="num_steps", donate_argnums=0)
-
-
-def make_group_end_epoch(plateau: Any, train_config: Any) -> Callable:
-  """jit(end)(stacked_state, val_dice (S,), trained (S,)): epoch bookkeeping where trained."""
-  end_one = steps.make_end_epoch(plateau, train_config)
-  return jax.jit(lambda s, v, t: _select(t, jax.vmap(end_one)(s, v), s))
 
 
 # ---- Data: one pool of frames, per-replica index arrays ----------------------------------
@@ -257,8 +265,8 @@ def train_replicas(config: ml_collections.ConfigDict, seeds: Sequence[int],
   train_index = [pool.add(b[0]["train"]) for b in built]
   val_index = [jnp.asarray(pool.add(b[0]["val"])) for b in built]
   images, masks = jax.device_put(np.stack(pool.images)), jax.device_put(np.stack(pool.masks))
-  longest = max(len(i) for i in train_index)
-  refs = jnp.asarray(np.stack(references), jnp.float32)
+  longest = max(len(i) for i in train_index)  # Equal perm lengths, so vmap modes can stack.
+  refs = [jnp.asarray(r, jnp.float32) for r in references]
 
   shared_predict = steps.make_predict(model, config.train.eval_batch_size)
 
@@ -269,73 +277,74 @@ def train_replicas(config: ml_collections.ConfigDict, seeds: Sequence[int],
                               variants.make_extras(config, reference)[1])
 
   chunk_fn = make_group_chunk(model, tx, config, mode)
-  end_epoch = make_group_end_epoch(plateau, config.train)
+  end_epoch = steps.make_end_epoch(plateau, config.train)
   val_dice_fn = _val_dice(predict_for)
   data_keys = [jax.random.PRNGKey(s + 1) for s in seeds]
-  group, members = stack(states), list(range(size))  # Stacked state row i is replica members[i].
+  group, members = tuple(states), list(range(size))  # group[i] is replica members[i].
   final: dict[int, Any] = {}
   diverged: dict[int, str] = {}
   max_epochs = config.train.max_epochs
 
   while True:
-    epochs, stopped = (np.asarray(v) for v in jax.device_get((group.epoch, group.stopped)))
-    live = [k for i, k in enumerate(members) if not stopped[i] and epochs[i] < max_epochs
-            and k not in diverged]
+    epochs = [int(s.epoch) for s in group]
+    live = [k for i, k in enumerate(members) if not bool(group[i].stopped) and
+            epochs[i] < max_epochs and k not in diverged]
     if not live:
       break
     if len(live) <= len(members) // 2:  # Compact: finished replicas stop costing compute.
-      for i, k in enumerate(members):
-        if k not in live:
-          final[k] = take(group, i)
-      group = take(group, jnp.asarray([members.index(k) for k in live]))
-      members, epochs = live, np.asarray(group.epoch)
+      final.update({k: group[i] for i, k in enumerate(members) if k not in live})
+      group = tuple(group[members.index(k)] for k in live)
+      epochs = [epochs[members.index(k)] for k in live]
+      members = live
     t0 = time.perf_counter()
-    perms = np.zeros((len(members), longest), np.int32)
+    counts = [steps_per_epoch[k] if k in live else 0 for k in members]
+    auxes = []
     for i, k in enumerate(members):
+      perm = np.zeros(longest, np.int32)
       if k in live:
-        order = jax.random.permutation(jax.random.fold_in(data_keys[k], int(epochs[i]) + 1),
+        order = jax.random.permutation(jax.random.fold_in(data_keys[k], epochs[i] + 1),
                                        len(train_index[k]))
-        perms[i, :len(train_index[k])] = train_index[k][np.asarray(order)]
-    counts = np.asarray([steps_per_epoch[k] if k in live else 0 for k in members], np.int32)
-    aux = (jnp.asarray(perms), jnp.asarray(counts), refs[np.asarray(members)])
+        perm[:len(train_index[k])] = train_index[k][np.asarray(order)]
+      auxes.append((jnp.asarray(perm), jnp.int32(counts[i]), refs[k]))
+    auxes = tuple(auxes)
     sums = [dict() for _ in members]
     pending = None
 
     def consume(item):
       start, terms = item
-      host = jax.tree_util.tree_map(np.asarray, terms)  # Leaves (steps, replicas).
       for i, k in enumerate(members):
+        host = jax.tree_util.tree_map(np.asarray, terms[i])  # Leaves (steps,).
         valid = max(0, min(counts[i] - start, host["total"].shape[0]))
         if k in diverged or valid == 0:
           continue
-        bad = ~np.isfinite(host["total"][:valid, i])
+        bad = ~np.isfinite(host["total"][:valid])
         if bad.any():
-          diverged[k] = (f"loss became {host['total'][np.argmax(bad), i]} at step "
-                         f"{int(steps_per_epoch[k] * epochs[i] + start + np.argmax(bad) + 1)} "
-                         f"(epoch {int(epochs[i]) + 1}); the last good checkpoint is kept in "
+          diverged[k] = (f"loss became {host['total'][np.argmax(bad)]} at step "
+                         f"{steps_per_epoch[k] * epochs[i] + start + int(np.argmax(bad)) + 1} "
+                         f"(epoch {epochs[i] + 1}); the last good checkpoint is kept in "
                          f"{os.path.join(workdirs[k], 'checkpoints')}")
           continue
         for name, v in host.items():
-          sums[i][name] = sums[i].get(name, 0.0) + float(v[:valid, i].sum())
+          sums[i][name] = sums[i].get(name, 0.0) + float(v[:valid].sum())
 
-    for start, length in train._chunks(int(counts.max()), config.train.steps_per_call):
-      group, terms = chunk_fn(group, images, masks, aux, jnp.int32(start), num_steps=length)
+    for start, length in train._chunks(max(counts), config.train.steps_per_call):
+      group, terms = chunk_fn(group, images, masks, auxes, jnp.int32(start), num_steps=length)
       if pending is not None:
         consume(pending)
       pending = (start, terms)
     consume(pending)
     trained = [k for k in live if k not in diverged]
-    vals = np.zeros(len(members), np.float32)
+    vals = {}
     for i, k in enumerate(members):
       if k in trained:
-        vals[i] = val_dice_fn(take(group.params, i), refs[k], images, masks, val_index[k])
-    group = end_epoch(group, jnp.asarray(vals), jnp.asarray([k in trained for k in members]))
+        vals[k] = val_dice_fn(group[i].params, refs[k], images, masks, val_index[k])
+        group = group[:i] + (end_epoch(group[i], vals[k]),) + group[i + 1:]
     seconds = (time.perf_counter() - t0) / max(len(trained), 1)  # This replica's share.
     for i, k in enumerate(members):
       if k not in trained:
         continue
-      state = take(group, i)
-      row = {"epoch": int(state.epoch), "step": int(state.step), "val_dice": float(vals[i]),
+      state = group[i]
+      row = {"epoch": int(state.epoch), "step": int(state.step), "val_dice": float(vals[k]),
              "learning_rate": float(steps.learning_rate(state)), "epoch_seconds": seconds,
              "images_per_second": steps_per_epoch[k] * batch / seconds,
              "replicas_training": len(trained),
@@ -345,8 +354,7 @@ def train_replicas(config: ml_collections.ConfigDict, seeds: Sequence[int],
       print(f"seed {seeds[k]}  epoch {row['epoch']:3d}  train loss {row['train_total']:.4f}"
             f"  val Dice {row['val_dice']:.4f}  lr {row['learning_rate']:.2e}  "
             f"{seconds:.1f}s", flush=True)
-  for i, k in enumerate(members):
-    final[k] = take(group, i)
+  final.update({k: group[i] for i, k in enumerate(members)})
 
   summaries = []
   for k, (c, workdir, (splits, split_cases)) in enumerate(zip(configs, workdirs, built)):

@@ -9,11 +9,15 @@ reported: median seconds per round after two warm-up calls, images/s, and the me
 per-round ratios baseline / mode (> 1: the group is faster), and the same for the CPU seconds
 the process used (all threads): on a shared machine wall time depends on the other load,
 while CPU seconds per round show how much work each program needs. Load average is printed.
+--profile: after timing, one jax.profiler trace per program at each S, summarised as the busy
+time of XLA's worker threads per op kind (what the CPU spends a round on).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
 import importlib
 import os
 import platform
@@ -60,18 +64,39 @@ def setup(model_name: str, shape: tuple[int, int], batch: int, size: int,
       jax.block_until_ready(terms)
 
   timers = {"sequential": lambda: timed(sequential)}
-  aux = (jnp.stack([perm] * size), jnp.ones(size, jnp.int32), jnp.zeros((size, 3)))
+  aux = ((perm, jnp.int32(1), jnp.zeros(3)),) * size
   for mode in modes:
     chunk = replicas.make_group_chunk(model, tx, config, mode)
-    box = [replicas.stack(fresh)]
+    box = [tuple(jax.tree_util.tree_map(jnp.copy, state) for state in fresh)]
 
     def grouped(chunk=chunk, box=box) -> None:
       box[0], terms = chunk(box[0], images, masks, aux, jnp.int32(0), num_steps=1)
       jax.block_until_ready(terms)
-      assert np.isfinite(np.asarray(terms["total"])).all()
+      assert all(np.isfinite(np.asarray(t["total"])).all() for t in terms)
 
     timers[mode] = lambda grouped=grouped: timed(grouped)
   return timers
+
+
+def profile(name: str, timer: Callable, logdir: str) -> str:
+  """Busy ms of XLA:CPU worker threads in one traced call, top op kinds (private jaxlib API)."""
+  from jax._src.lib import _profile_data
+  path = os.path.join(logdir, name)
+  jax.profiler.start_trace(path)
+  wall = timer()[0]
+  jax.profiler.stop_trace()
+  data = _profile_data.ProfileData.from_file(
+      sorted(glob.glob(f"{path}/**/*.xplane.pb", recursive=True))[-1])
+  busy: collections.Counter = collections.Counter()
+  for plane in data.planes:
+    for line in plane.lines:
+      if "Eigen" in line.name:  # XLA:CPU's intra-op worker threads.
+        for event in line.events:
+          if not event.name.startswith("ThunkExecutor"):
+            busy[event.name.split(".")[0]] += event.duration_ns / 1e6
+  top = ", ".join(f"{k} {v:.0f}" for k, v in busy.most_common(4))
+  return (f"{name}: wall {wall * 1e3:.0f} ms, worker busy {sum(busy.values()):.0f} ms "
+          f"({top})")
 
 
 def main() -> None:
@@ -82,6 +107,7 @@ def main() -> None:
   parser.add_argument("--replicas", default="1,2,4,8")
   parser.add_argument("--modes", default=",".join(replicas.MODES))
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--profile", default="", help="trace directory: also profile each program")
   args = parser.parse_args()
   shape = tuple(int(v) for v in args.size.split(","))
   modes = args.modes.split(",")
@@ -111,6 +137,9 @@ def main() -> None:
       print(f"| {size} | {name} | {wall:.3f} | {size * args.batch / wall:.2f} | "
             f"{ratio:.2f} | {cpu:.3f} | {cpu_ratio:.2f} | {first[name]:.1f} | {load} |",
             flush=True)
+    if args.profile:
+      for name, timer in timers.items():
+        print("#", profile(f"S{size}_{name}", timer, args.profile), flush=True)
 
 
 if __name__ == "__main__":

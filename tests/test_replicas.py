@@ -97,22 +97,20 @@ def test_a_stopped_replica_is_left_unchanged_by_later_steps():
   single = steps.make_train_chunk(model, tx, config.loss, config.train.batch_size)
   alone = single(jax.tree_util.tree_map(jnp.copy, fresh[0]), images, masks, perm,
                  jnp.int32(1), num_steps=1)[0]
-  group = replicas.stack(fresh).replace(stopped=jnp.asarray([False, True]))
-  before = jax.tree_util.tree_map(np.asarray, replicas.take(group, 1))
+  before = jax.tree_util.tree_map(np.asarray, fresh[1])
+  group = (jax.tree_util.tree_map(jnp.copy, fresh[0]), fresh[1].replace(stopped=jnp.bool_(True)))
   chunk = replicas.make_group_chunk(model, tx, config)
-  aux = (jnp.stack([perm] * 2), jnp.asarray([5, 5], jnp.int32), jnp.zeros((2, 3)))
-  for index in (1, 2):
-    group, terms = chunk(group, images, masks, aux, jnp.int32(index), num_steps=1)
-  assert np.asarray(group.step).tolist() == [2, 0]
-  after = replicas.take(group, 1)
-  for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
-    np.testing.assert_array_equal(a, np.asarray(b))
-  # Replica 0 after its first step is the single run's step, bit for bit (unroll mode).
-  group = replicas.stack(fresh)
+  aux = ((perm, jnp.int32(5), jnp.zeros(3)),) * 2
   group, _ = chunk(group, images, masks, aux, jnp.int32(1), num_steps=1)
+  # Replica 0's step is the single run's step, bit for bit (unroll mode).
   for a, b in zip(jax.tree_util.tree_leaves(alone.params),
-                  jax.tree_util.tree_leaves(replicas.take(group.params, 0))):
+                  jax.tree_util.tree_leaves(group[0].params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  group, _ = chunk(group, images, masks, aux, jnp.int32(2), num_steps=1)
+  assert [int(s.step) for s in group] == [2, 0]
+  for a, b in zip(jax.tree_util.tree_leaves(before.replace(stopped=True)),
+                  jax.tree_util.tree_leaves(group[1])):
+    np.testing.assert_array_equal(a, np.asarray(b))
 
 
 @pytest.mark.parametrize("mode", replicas.MODES)
@@ -127,15 +125,15 @@ def test_replicate_modes_match_per_replica_calls(mode):
     return jax.value_and_grad(loss)(kernel)
 
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
-  kernels = jax.random.normal(keys[0], (3, 3, 3, 2, 4))
+  kernels = tuple(jax.random.normal(keys[0], (3, 3, 3, 2, 4)))
   images = jax.random.normal(keys[1], (2, 8, 8, 2))
-  scales = jnp.asarray([1.0, 2.0, 3.0])
-  value, grad = jax.jit(replicas.replicate(loss_grad, (0, None, 0), mode))(kernels, images,
-                                                                          scales)
-  for k in range(3):
+  scales = tuple(jnp.asarray([1.0, 2.0, 3.0]))
+  outs = jax.jit(replicas.replicate(loss_grad, (0, None, 0), mode))(kernels, images, scales)
+  assert len(outs) == 3
+  for k, (value, grad) in enumerate(outs):
     want_value, want_grad = jax.jit(loss_grad)(kernels[k], images, scales[k])
-    np.testing.assert_allclose(value[k], want_value, rtol=1e-5)
-    np.testing.assert_allclose(grad[k], want_grad, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_seeds_and_modes_are_one_line_input_errors():
