@@ -90,14 +90,21 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
   return Runner(name, step, time.perf_counter() - t0, program_bytes, compiled.as_text())
 
 
-def monai_runner(shape: tuple[int, int], batch: int) -> Runner | str:
-  """MONAI SegResNet, Dice loss, Adam: the PyTorch peer; a note string if unavailable."""
+def monai_runner(shape: tuple[int, int], batch: int, threads: int = 0) -> Runner | str:
+  """MONAI SegResNet, Dice loss, Adam: the PyTorch peer; a note string if unavailable.
+
+  `threads` > 0 sets torch's intra-op threads (0: one per core, torch's default). On a
+  loaded machine torch's default threads wait on each other and run several times slower
+  than one thread does, so both are worth a row.
+  """
   try:
     import torch
     from monai.losses import DiceLoss
     from monai.networks.nets import SegResNet
   except ImportError as exc:
     return f"MONAI row skipped: {exc.name} is not installed (pip install -e .[bench])"
+  wanted = threads or os.cpu_count() or 1
+  torch.set_num_threads(wanted)
   torch.manual_seed(0)
   net = SegResNet(spatial_dims=2, init_filters=16, in_channels=1, out_channels=1,
                   blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1),
@@ -109,6 +116,7 @@ def monai_runner(shape: tuple[int, int], batch: int) -> Runner | str:
   y = torch.from_numpy(split.masks[:batch, None].astype(np.float32))
 
   def step() -> float:
+    torch.set_num_threads(wanted)  # Process-wide: other MONAI rows may have changed it.
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     loss = loss_fn(net(x), y)
@@ -119,8 +127,9 @@ def monai_runner(shape: tuple[int, int], batch: int) -> Runner | str:
 
   t0 = time.perf_counter()
   step()
-  return Runner(f"MONAI SegResNet (torch {torch.__version__}, "
-                f"{torch.get_num_threads()} threads)", step, time.perf_counter() - t0)
+  label = f"{wanted} thread{'s' * (wanted > 1)}"
+  return Runner(f"MONAI SegResNet (torch {torch.__version__}, {label})", step,
+                time.perf_counter() - t0)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -142,9 +151,12 @@ def bench_size(shape: tuple[int, int], args: argparse.Namespace) -> list[dict]:
           continue  # Mixed precision is timed on the first model only.
         runners.append(jax_runner(model_name, shape, args.batch, per_call, dtype))
   notes = []
-  if args.monai:
-    peer = monai_runner(shape, args.batch)
-    runners.append(peer) if isinstance(peer, Runner) else notes.append(peer)
+  for threads in (int(t) for t in args.monai_threads.split(",") if args.monai):
+    peer = monai_runner(shape, args.batch, threads)
+    if isinstance(peer, str):
+      notes.append(peer)
+      break
+    runners.append(peer)
   for _ in range(2):  # Warm-up.
     for runner in runners:
       runner.step()
@@ -185,7 +197,9 @@ def main() -> None:
                       help="comma list: also time k steps fused by lax.scan per call")
   parser.add_argument("--dtypes", default="float32",
                       help="comma list; bfloat16 adds a mixed-precision row of the first model")
-  parser.add_argument("--monai", type=int, default=1, help="1: add the MONAI/PyTorch row")
+  parser.add_argument("--monai", type=int, default=1, help="1: add the MONAI/PyTorch rows")
+  parser.add_argument("--monai_threads", default="0,1",
+                      help="torch threads of each MONAI row (0: torch's default)")
   parser.add_argument("--epoch_images", type=int, default=288)
   parser.add_argument("--json", default="", help="also write the rows to this file")
   args = parser.parse_args()
