@@ -62,6 +62,14 @@ def _nanmean(values: Sequence[float]) -> float:
   return sum(finite) / len(finite) if finite else float("nan")
 
 
+def write_markdown(out: str, lines: Sequence[str]) -> str:
+  """Writes the collected sections as OUT/report.md; returns its path."""
+  path = os.path.join(out, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
+
+
 class Report:
   """Collects report.md sections while writing CSVs and PNGs into the output folder."""
 
@@ -350,10 +358,7 @@ class Report:
     self.rank_table()
     self.timing_table()
     self.figures()
-    path = os.path.join(self.out, "report.md")
-    with open(path, "w") as f:
-      f.write("\n".join(self.md))
-    return path
+    return write_markdown(self.out, self.md)
 
 
 class _Parser(argparse.ArgumentParser):

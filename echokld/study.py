@@ -19,7 +19,8 @@ import numpy as np
 
 from echokld import stats
 from echokld.errors import InputError
-from echokld.report import DISPLAY, ORDINALS, Report, fmt, md_table, name, ordered
+from echokld.report import (DISPLAY, ORDINALS, Report, fmt, md_table, name, ordered,
+                            write_markdown)
 
 ORDER = (*stats.QUALITY_GROUPS, stats.ALL)
 FOCUS = "kld_alpha"  # The paper's best model, compared with every other one.
@@ -200,10 +201,7 @@ class Study:
     self.ranks()
     self.focus()
     self.panels()
-    path = os.path.join(self.out, "report.md")
-    with open(path, "w") as f:
-      f.write("\n".join(self.md))
-    return path
+    return write_markdown(self.out, self.md)
 
 
 def write_study(sweep_dir: str, out: str) -> str:
