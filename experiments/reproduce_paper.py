@@ -8,7 +8,8 @@ As in the paper, each model is trained, validated and tested on one image-qualit
 time: `--groups` defaults to Poor,Medium,Good (its Tables 1-7); add `all` to also train once
 on every frame (unknown quality included), which the paper does not do. Runs go through
 experiments/sweep.py (resumable: rerun the same command after an interruption), the report
-through `python -m echokld.report`. Extra config overrides after `--` apply to every run
+through `python -m echokld.report`. `--replicas=S` trains S seeds of a model at a time as one
+program (see BENCHMARKS.md for when that is faster). Extra config overrides after `--` apply to every run
 (e.g. `:paper` protocol settings or an image size). Bad arguments: one line, exit code 2.
 """
 
@@ -39,21 +40,27 @@ def main() -> None:
   argv, overrides = sweep.split_overrides(sys.argv[1:])
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True)
-  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--seeds", default=None, help="Comma list; default 0,1,2 (0 with --smoke).")
   parser.add_argument("--models", default=",".join(sweep.MODELS))
   parser.add_argument("--groups", default=",".join(sweep.GROUPS),
                       help=f"Comma list of {sweep.ALL}, {', '.join(sweep.GROUPS)}.")
   parser.add_argument("--smoke", action="store_true")
+  parser.add_argument("--replicas", type=int, default=1,
+                      help="Train this many seeds of one model and group at a time in one "
+                           "program (echokld.replicas).")
+  parser.add_argument("--replica_mode", default=None,
+                      help="echokld.replicas --replica_mode (unroll, hybrid, vmap).")
   args = parser.parse_args(argv)
   try:
     groups = sweep.parse_groups(args.groups)
+    seeds = sweep.parse_seeds(args.seeds or ("0" if args.smoke else "0,1,2"))
+    sweep.check_replicas(args.replicas)
   except sweep.InputError as exc:
     sweep.fail(exc)
-  seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
   overrides = (SMOKE_OVERRIDES if args.smoke else []) + overrides
   sweep_dir = os.path.join(args.out, "runs")
   runs = sweep.grid(args.models.split(","), seeds, groups)
-  failures = sweep.run_grid(sweep_dir, runs, overrides)
+  failures = sweep.run_grid(sweep_dir, runs, overrides, args.replicas, args.replica_mode)
   if failures:
     sys.exit(f"{failures} run(s) failed; rerun the same command to resume them")
   report = subprocess.run([sys.executable, "-m", "echokld.report", f"--sweep_dir={sweep_dir}",

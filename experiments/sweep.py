@@ -30,6 +30,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from echokld.errors import InputError  # noqa: E402
+from echokld.replicas import parse_seeds  # noqa: E402,F401  (shared with reproduce_paper)
 
 MODELS = ("dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae", "bd_vae")
 ALL = "all"
@@ -58,6 +59,11 @@ def group_overrides(group: str) -> list[str]:
   if group == ALL:
     return []
   return [f"--config.data.qualities=('{group}',)", "--config.data.keep_unknown_quality=False"]
+
+
+def check_replicas(replicas: int) -> None:
+  if replicas < 1:
+    raise InputError("--replicas", f"expected a positive integer, got {replicas}")
 
 
 def grid(models: Sequence[str], seeds: Sequence[int],
@@ -167,11 +173,11 @@ def main() -> None:
   args = parser.parse_args(argv)
   try:
     groups = parse_groups(args.groups)
-    if args.replicas < 1:
-      raise InputError("--replicas", f"expected a positive integer, got {args.replicas}")
+    seeds = parse_seeds(args.seeds)
+    check_replicas(args.replicas)
   except InputError as exc:
     fail(exc)
-  runs = grid(args.models.split(","), [int(s) for s in args.seeds.split(",")], groups)
+  runs = grid(args.models.split(","), seeds, groups)
   failures = run_grid(args.out, shard(runs, args.shard), overrides, args.replicas,
                       args.replica_mode)
   print(table(args.out, runs))

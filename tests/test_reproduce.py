@@ -87,3 +87,27 @@ def test_smoke_study_writes_every_table_and_figure(tmp_path):
   # Rerunning finds every run finished and only rewrites the report.
   again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and again.stdout.count("[skip]") == len(MODELS)
+
+
+def test_study_trains_seeds_as_replica_groups(tmp_path):
+  command = [sys.executable, "experiments/reproduce_paper.py", "--smoke", f"--out={tmp_path}",
+             "--groups=Good", "--models=dice", "--seeds=3,4", "--replicas=2"]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  # One group program trained both seeds, each into its own ordinary workdir.
+  assert "[run] dice_Good_seed3, dice_Good_seed4" in result.stdout
+  for seed in (3, 4):
+    workdir = tmp_path / "runs" / f"dice_Good_seed{seed}"
+    assert json.load(open(workdir / "config.json"))["seed"] == seed
+    assert json.load(open(workdir / "summary.json"))["test"]["frames"] == 4  # --smoke: 4 Good test frames
+  assert (tmp_path / "report" / "good" / "report.md").exists()
+
+
+def test_study_rejects_bad_seeds_and_replicas_in_one_line(tmp_path):
+  for flag in ("--seeds=0,x", "--seeds=1,1", "--replicas=0"):
+    result = subprocess.run([sys.executable, "experiments/reproduce_paper.py", "--smoke",
+                             f"--out={tmp_path}", flag], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, flag
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not os.listdir(tmp_path), flag
