@@ -9,7 +9,8 @@ warm-up steps. Rows are timed in turn, step by step, so drift of a shared machin
 alike; ratios are to the first row. Also printed: compile time (first call), the compiled
 program's memory (XLA's memory analysis: arguments + temporaries), the device's peak memory
 where the backend reports it, an epoch of --epoch_images images estimated from the median,
-and the process's peak host memory. The MONAI row (`pip install -e .[bench]`) is MONAI's
+the process's peak host memory, and a roofline: XLA's FLOPs and bytes per step against the
+device's peaks (experiments/roofline.py; `--peaks`). The MONAI row (`pip install -e .[bench]`) is MONAI's
 SegResNet with the same blocks (1, 2, 2, 4), 16 filters, bilinear upsampling, Dice loss and
 Adam; it is skipped with a note when torch or monai is missing.
 """
@@ -37,6 +38,9 @@ import numpy as np  # noqa: E402
 from echokld import models, steps, variants  # noqa: E402
 from echokld.data import pipeline, synthetic  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import roofline  # noqa: E402
+
 
 @dataclasses.dataclass
 class Runner:
@@ -47,6 +51,8 @@ class Runner:
   compile_s: float
   program_bytes: int | None = None
   hlo_text: str = ""
+  flops: float | None = None  # Per step, from XLA's cost analysis (jax rows only).
+  bytes_accessed: float | None = None
 
 
 def synthetic_batch(shape: tuple[int, int], frames: int) -> pipeline.ArraySplit:
@@ -75,6 +81,8 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
   program_bytes = None if analysis is None else int(
       analysis.argument_size_in_bytes + analysis.temp_size_in_bytes +
       analysis.output_size_in_bytes - analysis.alias_size_in_bytes)
+  # A scanned chunk's cost analysis counts its loop body once, so only single steps get one.
+  flops, bytes_accessed = roofline.cost_of(compiled) if per_call == 1 else (None, None)
 
   def step() -> float:
     t0 = time.perf_counter()
@@ -87,7 +95,8 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
   step()
   name = model_name + (f"@{per_call}" if per_call > 1 else "") + \
       ("/bf16" if dtype == "bfloat16" else "")
-  return Runner(name, step, time.perf_counter() - t0, program_bytes, compiled.as_text())
+  return Runner(name, step, time.perf_counter() - t0, program_bytes, compiled.as_text(),
+                flops, bytes_accessed)
 
 
 def monai_runner(shape: tuple[int, int], batch: int, threads: int = 0) -> Runner | str:
@@ -184,7 +193,37 @@ def bench_size(shape: tuple[int, int], args: argparse.Namespace) -> list[dict]:
           f"{r['ratio_to_first']:.2f} | {r['compile_s']:.1f} | {mib} | {r['epoch_s']:.1f} |")
   for note in notes:
     print(f"\n{note}")
+  print_roofline(runners, rows, args.peaks)
   return rows
+
+
+def print_roofline(runners: list[Runner], rows: list[dict], peaks: roofline.Peaks) -> None:
+  """Each jax row's FLOPs and bytes per step against the device's peaks (roofline.py)."""
+  print(f"\nRoofline ({peaks.source}: {peaks.flops_per_s / 1e12:.3g} TFLOP/s, "
+        f"{peaks.bytes_per_s / 1e9:.3g} GB/s)\n")
+  print("| row | GFLOP/step | GB/step (XLA) | FLOP/byte | compute bound s | bandwidth bound s "
+        "| measured / roofline |")
+  print("|---|---|---|---|---|---|---|")
+  for runner, row in zip(runners, rows):
+    if runner.flops is None:
+      continue
+    bound = roofline.roofline_seconds(runner.flops, runner.bytes_accessed, peaks)
+    row.update(gflop=runner.flops / 1e9, gbytes=runner.bytes_accessed / 1e9, **bound,
+               measured_over_roofline=row["step_s"] / bound["roofline_s"])
+    print(f"| {row['row']} | {row['gflop']:.1f} | {row['gbytes']:.2f} | "
+          f"{runner.flops / runner.bytes_accessed:.1f} | {bound['compute_s']:.4f} | "
+          f"{bound['bandwidth_s']:.4f} | {row['measured_over_roofline']:.1f} |")
+
+
+def device_peaks(spec: str) -> roofline.Peaks:
+  if spec not in ("auto", "measured"):
+    try:
+      tflops, gbps = (float(v) for v in spec.split(","))
+    except ValueError:
+      sys.exit(f"error: --peaks: expected auto, measured or TFLOPS,GBPS, got {spec!r}")
+    return roofline.Peaks(tflops * 1e12, gbps * 1e9, "given with --peaks")
+  sheet = roofline.datasheet_peaks(jax.devices()[0].device_kind)
+  return sheet if sheet is not None and spec == "auto" else roofline.measured_peaks()
 
 
 def main() -> None:
@@ -202,7 +241,11 @@ def main() -> None:
                       help="torch threads of each MONAI row (0: torch's default)")
   parser.add_argument("--epoch_images", type=int, default=288)
   parser.add_argument("--json", default="", help="also write the rows to this file")
+  parser.add_argument("--peaks", default="auto",
+                      help="roofline peaks: auto (datasheet for known GPUs, else measured), "
+                           "measured, or TFLOPS,GBPS (e.g. 67,3350)")
   args = parser.parse_args()
+  args.peaks = device_peaks(args.peaks)
   print(f"# {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, load "
@@ -215,7 +258,8 @@ def main() -> None:
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"device": jax.devices()[0].device_kind, "rows": rows,
-                 "peak_host_mib": peak_host}, f, indent=2)
+                 "peak_host_mib": peak_host, "peaks": dataclasses.asdict(args.peaks)},
+                f, indent=2)
 
 
 if __name__ == "__main__":
