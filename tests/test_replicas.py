@@ -155,3 +155,18 @@ def test_sweep_groups_unfinished_seeds_of_one_model(tmp_path):
   assert cmd[1:3] == ["-m", "echokld.replicas"]
   assert f"--workdir={tmp_path}/dice_seed{{seed}}" in cmd and "--seeds=0,1" in cmd
   assert sweep.run_command(batches[1], str(tmp_path), [])[1:3] == ["-m", "echokld.main"]
+
+
+def test_fused_steps_per_call_give_the_sequential_runs(sequential, tmp_path):
+  """steps_per_call > 1 (lax.scan over steps, for accelerators) in a group: same runs."""
+  workdirs = [str(tmp_path / f"seed{s}") for s in SEEDS]
+  replicas.train_replicas(tiny_config(**SCHEDULE, **{"train.steps_per_call": 3}), SEEDS,
+                          workdirs)
+  for seq_dir, rep_dir in zip(sequential, workdirs):
+    want, got = rows(seq_dir), rows(rep_dir)
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
+    assert [r["learning_rate"] for r in got] == [r["learning_rate"] for r in want]
+    np.testing.assert_allclose([r["val_dice"] for r in got], [r["val_dice"] for r in want],
+                               atol=DICE_TOL)
+    np.testing.assert_allclose([r["train_total"] for r in got],
+                               [r["train_total"] for r in want], rtol=1e-4)
