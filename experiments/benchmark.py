@@ -5,8 +5,9 @@
   python experiments/benchmark.py --sizes=96x96 --batch=8 --steps_per_call=1,4
 
 Each row is the median of --steps synchronised steps (`block_until_ready`) after two
-warm-up steps. Rows are timed in turn, step by step, so drift of a shared machine hits all
-alike; ratios are to the first row. Also printed: compile time (first call), the compiled
+warm-up steps. The JAX rows are timed in turn, step by step, so drift of a shared machine
+hits all alike, then the MONAI rows the same way (torch's spinning threads would slow the
+JAX steps between them); ratios are to the first row. Also printed: compile time (first call), the compiled
 program's memory (XLA's memory analysis: arguments + temporaries), the device's peak memory
 where the backend reports it, an epoch of --epoch_images images estimated from the median,
 the process's peak host memory, and a roofline: XLA's FLOPs and bytes per step against the
@@ -151,6 +152,18 @@ def device_peak_bytes() -> int | None:
   return None if not stats else stats.get("peak_bytes_in_use")
 
 
+def time_rows(runners: list[Runner], steps: int) -> dict[str, list[float]]:
+  """Seconds per step of each row, the rows timed in turn step by step after 2 warm-ups."""
+  for _ in range(2):
+    for runner in runners:
+      runner.step()
+  times: dict[str, list[float]] = {r.name: [] for r in runners}
+  for _ in range(steps):
+    for runner in runners:
+      times[runner.name].append(runner.step())
+  return times
+
+
 def bench_size(shape: tuple[int, int], args: argparse.Namespace) -> list[dict]:
   runners: list[Runner] = []
   for dtype in args.dtypes.split(","):
@@ -159,20 +172,20 @@ def bench_size(shape: tuple[int, int], args: argparse.Namespace) -> list[dict]:
         if dtype != "float32" and model_name != args.models.split(",")[0]:
           continue  # Mixed precision is timed on the first model only.
         runners.append(jax_runner(model_name, shape, args.batch, per_call, dtype))
-  notes = []
+  notes: list[str] = []
+  times = time_rows(runners, args.steps)
+  # The MONAI rows start only after the JAX rows are timed: torch's OpenMP threads keep
+  # spinning after each of its steps, which made the JAX steps timed in turn with them 17%
+  # (224x224) to 37% (704x1136) slower (BENCHMARKS.md).
+  peers: list[Runner] = []
   for threads in (int(t) for t in args.monai_threads.split(",") if args.monai):
     peer = monai_runner(shape, args.batch, threads)
     if isinstance(peer, str):
       notes.append(peer)
       break
-    runners.append(peer)
-  for _ in range(2):  # Warm-up.
-    for runner in runners:
-      runner.step()
-  times: dict[str, list[float]] = {r.name: [] for r in runners}
-  for _ in range(args.steps):
-    for runner in runners:
-      times[runner.name].append(runner.step())
+    peers.append(peer)
+  times.update(time_rows(peers, args.steps))
+  runners += peers
   base = statistics.median(times[runners[0].name])
   rows = []
   for runner in runners:
