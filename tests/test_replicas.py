@@ -38,6 +38,17 @@ def load(workdir, name):
     return json.load(f)
 
 
+def assert_same_epochs(seq_dir, rep_dir):
+  """The replica's epochs, learning rates, val Dice and train losses are the sequential run's."""
+  want, got = rows(seq_dir), rows(rep_dir)
+  assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
+  assert [r["learning_rate"] for r in got] == [r["learning_rate"] for r in want]
+  np.testing.assert_allclose([r["val_dice"] for r in got], [r["val_dice"] for r in want],
+                             atol=DICE_TOL)
+  np.testing.assert_allclose([r["train_total"] for r in got],
+                             [r["train_total"] for r in want], rtol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
   out = tmp_path_factory.mktemp("sequential")
@@ -65,13 +76,7 @@ def test_each_replica_is_the_sequential_run_of_its_seed(sequential, resumed_grou
     assert load(rep_dir, "config.json")["seed"] == seed
     assert load(rep_dir, "split.json") == load(seq_dir, "split.json")
     assert sorted(os.listdir(rep_dir)) == sorted(os.listdir(seq_dir))
-    want, got = rows(seq_dir), rows(rep_dir)
-    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
-    assert [r["learning_rate"] for r in got] == [r["learning_rate"] for r in want]
-    np.testing.assert_allclose([r["val_dice"] for r in got], [r["val_dice"] for r in want],
-                               atol=DICE_TOL)
-    np.testing.assert_allclose([r["train_total"] for r in got],
-                               [r["train_total"] for r in want], rtol=1e-4)
+    assert_same_epochs(seq_dir, rep_dir)
     seq = load(seq_dir, "summary.json")
     assert summary == load(rep_dir, "summary.json")
     for key in ("epochs", "stopped_early", "num_params", "frames"):
@@ -163,10 +168,4 @@ def test_fused_steps_per_call_give_the_sequential_runs(sequential, tmp_path):
   replicas.train_replicas(tiny_config(**SCHEDULE, **{"train.steps_per_call": 3}), SEEDS,
                           workdirs)
   for seq_dir, rep_dir in zip(sequential, workdirs):
-    want, got = rows(seq_dir), rows(rep_dir)
-    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
-    assert [r["learning_rate"] for r in got] == [r["learning_rate"] for r in want]
-    np.testing.assert_allclose([r["val_dice"] for r in got], [r["val_dice"] for r in want],
-                               atol=DICE_TOL)
-    np.testing.assert_allclose([r["train_total"] for r in got],
-                               [r["train_total"] for r in want], rtol=1e-4)
+    assert_same_epochs(seq_dir, rep_dir)
