@@ -7,13 +7,14 @@
 Each row is the median of --steps synchronised steps (`block_until_ready`) after two
 warm-up steps. The JAX rows are timed in turn, step by step, so drift of a shared machine
 hits all alike, then the MONAI rows the same way (torch's spinning threads would slow the
-JAX steps between them); ratios are to the first row. Also printed: compile time (first call), the compiled
-program's memory (XLA's memory analysis: arguments + temporaries), the device's peak memory
-where the backend reports it, an epoch of --epoch_images images estimated from the median,
-the process's peak host memory, and a roofline: XLA's FLOPs and bytes per step against the
-device's peaks (experiments/roofline.py; `--peaks`). The MONAI row (`pip install -e .[bench]`) is MONAI's
-SegResNet with the same blocks (1, 2, 2, 4), 16 filters, bilinear upsampling, Dice loss and
-Adam; it is skipped with a note when torch or monai is missing.
+JAX steps between them); ratios are to the first row. Also printed: compile time (first
+call), the compiled program's memory (XLA's memory analysis: arguments + temporaries), the
+device's peak memory where the backend reports it, an epoch of --epoch_images images
+estimated from the median, the process's peak host memory, and a roofline: XLA's FLOPs and
+bytes per step against the device's peaks (experiments/roofline.py; `--peaks`). The MONAI
+row (`pip install -e .[bench]`) is MONAI's SegResNet with the same blocks (1, 2, 2, 4), 16
+filters, bilinear upsampling, Dice loss and Adam; it is skipped with a note when torch or
+monai is missing.
 """
 
 from __future__ import annotations
@@ -229,11 +230,16 @@ def print_roofline(runners: list[Runner], rows: list[dict], peaks: roofline.Peak
 
 
 def device_peaks(spec: str) -> roofline.Peaks:
+  """--peaks: auto (datasheet, else measured), measured, or TFLOPS,GBPS; bad: exit 2."""
   if spec not in ("auto", "measured"):
     try:
       tflops, gbps = (float(v) for v in spec.split(","))
+      if not (tflops > 0 and gbps > 0):
+        raise ValueError
     except ValueError:
-      sys.exit(f"error: --peaks: expected auto, measured or TFLOPS,GBPS, got {spec!r}")
+      print(f"error: --peaks: expected auto, measured or two positive numbers TFLOPS,GBPS, "
+            f"got {spec!r}", file=sys.stderr)
+      sys.exit(2)
     return roofline.Peaks(tflops * 1e12, gbps * 1e9, "given with --peaks")
   sheet = roofline.datasheet_peaks(jax.devices()[0].device_kind)
   return sheet if sheet is not None and spec == "auto" else roofline.measured_peaks()

@@ -8,9 +8,10 @@ As in the paper, each model is trained, validated and tested on one image-qualit
 time: `--groups` defaults to Poor,Medium,Good (its Tables 1-7); add `all` to also train once
 on every frame (unknown quality included), which the paper does not do. Runs go through
 experiments/sweep.py (resumable: rerun the same command after an interruption), the report
-through `python -m echokld.report`. `--replicas=S` trains S seeds of a model at a time as one
-program (see BENCHMARKS.md for when that is faster). Extra config overrides after `--` apply to every run
-(e.g. `:paper` protocol settings or an image size). Bad arguments: one line, exit code 2.
+through `python -m echokld.report`. `--replicas=S` trains S seeds of a model at a time as
+one program (BENCHMARKS.md says when that is faster). Extra config overrides after `--`
+apply to every run (e.g. `:paper` protocol settings or an image size). Bad arguments: one
+line, exit code 2.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main() -> None:
   argv, overrides = sweep.split_overrides(sys.argv[1:])
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True)
-  parser.add_argument("--seeds", default=None, help="Comma list; default 0,1,2 (0 with --smoke).")
+  parser.add_argument("--seeds", default=None,
+                      help="Comma list or range; default 0,1,2 (0 with --smoke).")
   parser.add_argument("--models", default=",".join(sweep.MODELS))
   parser.add_argument("--groups", default=",".join(sweep.GROUPS),
                       help=f"Comma list of {sweep.ALL}, {', '.join(sweep.GROUPS)}.")

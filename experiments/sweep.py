@@ -7,10 +7,10 @@
 quality group (Good, Medium, Poor) trains, validates and tests on that group's frames only,
 unknown quality excluded, as the paper does (Tables 1-3), in `<model>_<group>_seed<seed>/`.
 Finished runs (summary.json present) are skipped; interrupted ones resume from their latest
-checkpoint. `--replicas=S` trains the unfinished seeds of one model and group S at a time in one
-program (echokld.replicas: one compile, one copy of the data; each seed still gets its own
-split, workdir and files, with the same meaning as a run of its own). `--shard=i/n` runs every n-th run starting at i, so n machines split a sweep
-without coordination. Everything after `--` is passed to each run as config overrides (after
+checkpoint. `--replicas=S` trains the unfinished seeds of one model and group S at a time in
+one program (echokld.replicas: one compile, one copy of the data; each seed still gets its
+own split, workdir and files, with the same meaning as a run of its own). `--shard=i/n` runs
+every n-th run starting at i, so n machines split a sweep without coordination. Everything after `--` is passed to each run as config overrides (after
 the group's own). Ends with a markdown table of the finished runs. Bad arguments: one line,
 exit code 2.
 """

@@ -99,7 +99,8 @@ def test_study_trains_seeds_as_replica_groups(tmp_path):
   for seed in (3, 4):
     workdir = tmp_path / "runs" / f"dice_Good_seed{seed}"
     assert json.load(open(workdir / "config.json"))["seed"] == seed
-    assert json.load(open(workdir / "summary.json"))["test"]["frames"] == 4  # --smoke: 4 Good test frames
+    # --smoke holds out 4 Good test frames.
+    assert json.load(open(workdir / "summary.json"))["test"]["frames"] == 4
   assert (tmp_path / "report" / "good" / "report.md").exists()
 
 

@@ -79,3 +79,13 @@ def test_benchmark_rows_carry_the_step_cost(tmp_path):
   # plus 3 strided ones at half that: ~0.12 GFLOP per 32x32 image forward. A train step is
   # about 3 forward passes (forward, input and weight gradients) for 2 images: ~0.72 GFLOP.
   assert 0.55 < row["gflop"] < 0.9
+
+
+@pytest.mark.parametrize("peaks", ["0,1", "fast", "1,2,3"])
+def test_bad_peaks_are_a_one_line_error(peaks):
+  result = subprocess.run([sys.executable, "experiments/benchmark.py", f"--peaks={peaks}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f"error: --peaks: expected auto, measured or two positive numbers TFLOPS,GBPS, "
+      f"got {peaks!r}"]
