@@ -33,7 +33,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from echokld import models, replicas, steps  # noqa: E402
-from echokld.data import pipeline, synthetic  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchmark  # noqa: E402
 
 
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
@@ -48,8 +50,7 @@ def setup(model_name: str, shape: tuple[int, int], batch: int, size: int,
   """Timers ((wall, CPU) seconds per call) for the sequential baseline and each mode."""
   config = importlib.import_module(f"configs.{model_name}").get_config()
   config.train.batch_size = batch
-  split = pipeline.to_arrays(synthetic.make_synthetic(max(batch, 4) // 2 + 1, 0, shape), shape,
-                             resize=False)
+  split = benchmark.synthetic_batch(shape, max(batch, 4))
   model = models.model_from_config(config.model)
   tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
   fresh = [steps.create_train_state(model, tx, plateau, k, shape) for k in range(size)]

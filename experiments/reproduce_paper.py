@@ -47,11 +47,7 @@ def main() -> None:
   parser.add_argument("--groups", default=",".join(sweep.GROUPS),
                       help=f"Comma list of {sweep.ALL}, {', '.join(sweep.GROUPS)}.")
   parser.add_argument("--smoke", action="store_true")
-  parser.add_argument("--replicas", type=int, default=1,
-                      help="Train this many seeds of one model and group at a time in one "
-                           "program (echokld.replicas).")
-  parser.add_argument("--replica_mode", default=None,
-                      help="echokld.replicas --replica_mode (unroll, hybrid, vmap).")
+  sweep.add_replica_flags(parser)
   args = parser.parse_args(argv)
   try:
     groups = sweep.parse_groups(args.groups)

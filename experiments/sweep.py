@@ -10,9 +10,9 @@ Finished runs (summary.json present) are skipped; interrupted ones resume from t
 checkpoint. `--replicas=S` trains the unfinished seeds of one model and group S at a time in
 one program (echokld.replicas: one compile, one copy of the data; each seed still gets its
 own split, workdir and files, with the same meaning as a run of its own). `--shard=i/n` runs
-every n-th run starting at i, so n machines split a sweep without coordination. Everything after `--` is passed to each run as config overrides (after
-the group's own). Ends with a markdown table of the finished runs. Bad arguments: one line,
-exit code 2.
+every n-th run starting at i, so n machines split a sweep without coordination. Everything
+after `--` is passed to each run as config overrides (after the group's own). Ends with a
+markdown table of the finished runs. Bad arguments: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from echokld.errors import InputError  # noqa: E402
-from echokld.replicas import parse_seeds  # noqa: E402,F401  (shared with reproduce_paper)
+from echokld.replicas import parse_seeds  # noqa: E402
 
 MODELS = ("dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae", "bd_vae")
 ALL = "all"
@@ -59,6 +59,15 @@ def group_overrides(group: str) -> list[str]:
   if group == ALL:
     return []
   return [f"--config.data.qualities=('{group}',)", "--config.data.keep_unknown_quality=False"]
+
+
+def add_replica_flags(parser: argparse.ArgumentParser) -> None:
+  """--replicas and --replica_mode, shared by this script and reproduce_paper.py."""
+  parser.add_argument("--replicas", type=int, default=1,
+                      help="Train this many seeds of one model and group at a time in one "
+                           "program (echokld.replicas).")
+  parser.add_argument("--replica_mode", default=None,
+                      help="echokld.replicas --replica_mode (unroll, hybrid, vmap).")
 
 
 def check_replicas(replicas: int) -> None:
@@ -166,10 +175,7 @@ def main() -> None:
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--groups", default=ALL, help=f"Comma list of {ALL}, {', '.join(GROUPS)}.")
   parser.add_argument("--shard", default="0/1")
-  parser.add_argument("--replicas", type=int, default=1,
-                      help="Train this many seeds of one model at a time in one program.")
-  parser.add_argument("--replica_mode", default=None,
-                      help="echokld.replicas --replica_mode (unroll, hybrid, vmap).")
+  add_replica_flags(parser)
   args = parser.parse_args(argv)
   try:
     groups = parse_groups(args.groups)
