@@ -1,41 +1,37 @@
-"""Command line: python -m echokld.main --config=configs/<model>.py [--workdir=DIR].
+"""Trains a model: python -m echokld.main --config=kld_alpha [--workdir=DIR].
 
-Bad input (an unknown config key, a missing config file, bad data, an unwritable workdir)
-ends with one line on stderr naming the culprit and exit code 2.
+`--config` takes a packaged config (`dice`, `kld_alpha:paper`, configs/<name>.py) or any
+config file; `--config.<key>=value` overrides a field. `--seeds=0-3
+--workdir='runs/dice_seed{seed}'` trains the seeds as one replica group (one program, each
+seed its own run folder). Bad input (an unknown config key, a missing config file, bad data,
+an unwritable workdir) ends with one line on stderr naming the culprit and exit code 2.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from echokld import cli
+from echokld.errors import InputError
+
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/dice.py[:paper].",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory (default runs/<config file stem>).")
+config_flags.DEFINE_config_file("config", None, "Config: a packaged name (dice, dice:paper) "
+                                "or a config file path.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory (default runs/<config name>); with "
+                    "several --seeds it must contain {seed}.")
+flags.DEFINE_string("seeds", None, "Train these seeds as one replica group: '0,1,2' or '0-3' "
+                    "(default: config.seed alone).")
+flags.DEFINE_enum("replica_mode", "unroll", ("unroll", "hybrid", "vmap"),
+                  "How one step runs over a group's replicas (BENCHMARKS.md).")
 flags.DEFINE_bool("distributed", False, "Multi-process run: jax.distributed.initialize() before "
                   "any device use (auto-detected on SLURM, Open MPI, Kubernetes, Cloud TPU).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies "
                     "--distributed; default $JAX_COORDINATOR_ADDRESS or auto-detected).")
 flags.DEFINE_integer("num_processes", None, "Processes of the run (implies --distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index (implies --distributed).")
-
-
-def fail(message: str, code: int = 2) -> None:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(code)
-
-
-def _config_arg(argv: list[str]) -> str:
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      return arg.split("=", 1)[1]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return ""
 
 
 def _override_naming(name: str, argv: list[str]) -> str:
@@ -48,28 +44,23 @@ def _override_naming(name: str, argv: list[str]) -> str:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags, turning absl/ml_collections errors into one line and exit code 2."""
-  config_file = _config_arg(argv).split(":")[0]
-  if config_file and not os.path.isfile(config_file):
-    fail(f"{config_file}: config file does not exist")
+  try:
+    argv = cli.rewrite_config_flag(argv)
+  except InputError as exc:
+    cli.fail(exc)
   try:
     rest = FLAGS(argv)
     config = FLAGS.config  # Loads the file now, so its errors surface here.
   except flags.Error as exc:
-    fail(str(exc).splitlines()[0] if str(exc) else repr(exc))
+    cli.fail(str(exc).splitlines()[0] if str(exc) else repr(exc))
   except (KeyError, AttributeError) as exc:
     name = str(exc.args[0]).strip("'\"") if exc.args else ""
-    key = _override_naming(name, argv)
-    fail(f"{config_file}: unknown config key {key!r}")
+    cli.fail(f"unknown config key {_override_naming(name, argv)!r}")
   except (ValueError, TypeError, OSError, SyntaxError) as exc:
-    fail(f"{config_file}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    cli.fail(f"--config: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
   if config is None:
-    fail("--config is required, e.g. --config=configs/dice.py")
+    cli.fail("--config is required, e.g. --config=dice")
   return rest
-
-
-def default_workdir(config_arg: str) -> str:
-  stem = os.path.splitext(os.path.basename(config_arg.split(":")[0]))[0]
-  return os.path.join("runs", stem)
 
 
 def init_distributed() -> None:
@@ -84,23 +75,39 @@ def init_distributed() -> None:
                                num_processes=FLAGS.num_processes,
                                process_id=FLAGS.process_id)
   except (RuntimeError, ValueError, TypeError) as exc:
-    fail(f"--distributed: jax.distributed.initialize failed: {str(exc).splitlines()[0]}")
+    cli.fail(f"--distributed: jax.distributed.initialize failed: {str(exc).splitlines()[0]}")
+
+
+def workdirs(seeds: list[int] | None) -> list[str]:
+  """The run folder of each seed (one folder when no --seeds are given)."""
+  stem = os.path.join("runs", cli.config_stem(FLAGS["config"].config_filename))
+  if seeds is None:
+    return [FLAGS.workdir or stem]
+  template = FLAGS.workdir or stem + "_seed{seed}"
+  if "{seed}" not in template:
+    if len(seeds) > 1:
+      raise InputError("--workdir", "must contain {seed} with several --seeds, e.g. "
+                       "runs/dice_seed{seed}")
+    return [template]
+  return [template.format(seed=s) for s in seeds]
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   init_distributed()
-  from echokld import train  # Imported after flag parsing: it pulls in JAX.
-  from echokld.errors import InputError, TrainingDiverged
+  from echokld import registry
+  from echokld.errors import TrainingDiverged
+  from echokld.train import loop  # Imported after flag parsing: it pulls in JAX.
   logging.set_verbosity(logging.WARNING)
-  workdir = FLAGS.workdir or default_workdir(flags.FLAGS["config"].config_filename)
   try:
-    train.train_and_evaluate(FLAGS.config, workdir)
+    registry.check_consistent(FLAGS.config)
+    seeds = cli.parse_seeds(FLAGS.seeds) if FLAGS.seeds else None
+    loop.train(FLAGS.config, workdirs(seeds), seeds, FLAGS.replica_mode)
   except InputError as exc:
-    fail(str(exc), InputError.exit_code)
+    cli.fail(exc, InputError.exit_code)
   except TrainingDiverged as exc:
-    fail(str(exc), TrainingDiverged.exit_code)
+    cli.fail(exc, TrainingDiverged.exit_code)
 
 
 def run() -> None:

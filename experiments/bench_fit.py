@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from echokld import distributions
+from echokld.objectives import distributions
 
 SIZES = ((224, 224), (704, 1136))
 BATCH = 2

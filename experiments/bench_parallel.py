@@ -4,7 +4,7 @@
 
 Each device count runs in its own process (CPU fake devices need XLA_FLAGS before JAX is
 imported; on a GPU/TPU host the real devices are used and --devices picks how many). Times
-the jitted step of echokld.steps with echokld.parallel's placement: median of --steps steps
+the jitted train step (echokld.train.step) with echokld.train.mesh's placement: median of --steps steps
 after 2 warm-up steps, each synchronised with block_until_ready.
 """
 
@@ -18,42 +18,38 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def child(args: argparse.Namespace) -> None:
   """Times one device count (this process sees at least that many devices)."""
-  sys.path.insert(0, ROOT)
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from configs import dice
-  from echokld import models, parallel, steps
+  from echokld.configs import dice
+  from echokld.train import build, mesh, step as step_lib
 
   n = args.devices
   config = dice.get_config()
-  model = models.model_from_config(config.model, jnp.float32)
-  tx = steps.make_optimizer(config.train)
-  state = steps.create_train_state(model, tx, steps.make_plateau(config.train), 0,
-                                   (args.size, args.size))
-  placement = (parallel.Placement(parallel.make_mesh(jax.devices()[:n])) if n > 1 else
-               parallel.Placement())
+  config.train.batch_size = args.batch
+  setup = build.build(config, (args.size, args.size))
+  state = setup.state
+  placement = (mesh.Placement(mesh.make_mesh(jax.devices()[:n])) if n > 1 else
+               mesh.Placement())
   rng = np.random.default_rng(0)
   frames = args.batch * 4
   images = rng.integers(0, 256, (frames, args.size, args.size), dtype=np.uint8)
   masks = (images > 127).astype(np.uint8)
-  chunk = steps.make_train_chunk(model, tx, config.loss, args.batch, None,
-                                 placement.batch_sharding)
+  chunk = step_lib.make_train_chunk(setup.model, setup.tx, config, placement.batch_sharding)
   state, images, masks = placement.put(state), placement.put(images), placement.put(masks)
   perm = jnp.arange(frames)
+  aux = (perm, jnp.int32(4), setup.reference)
   t0 = time.perf_counter()
-  state, _ = chunk(state, images, masks, perm, jnp.int32(0), num_steps=1)
+  state, _ = chunk(state, images, masks, aux, jnp.int32(0), num_steps=1)
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - t0
   times = []
   for i in range(args.steps + 2):
     t0 = time.perf_counter()
-    state, terms = chunk(state, images, masks, perm, jnp.int32(i % 4), num_steps=1)
+    state, terms = chunk(state, images, masks, aux, jnp.int32(i % 4), num_steps=1)
     jax.block_until_ready((state, terms))
     times.append(time.perf_counter() - t0)
   step_s = statistics.median(times[2:])

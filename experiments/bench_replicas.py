@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import importlib
 import os
 import platform
 import statistics
@@ -26,16 +25,13 @@ import sys
 import time
 from typing import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from echokld import models, replicas, steps  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchmark  # noqa: E402
+import benchmark  # Beside this script.
+from echokld import registry
+from echokld.train import build, loop, replicate, step as step_lib
 
 
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
@@ -48,26 +44,25 @@ def timed(fn: Callable[[], None]) -> tuple[float, float]:
 def setup(model_name: str, shape: tuple[int, int], batch: int, size: int,
           modes: list[str]) -> dict[str, Callable[[], tuple[float, float]]]:
   """Timers ((wall, CPU) seconds per call) for the sequential baseline and each mode."""
-  config = importlib.import_module(f"configs.{model_name}").get_config()
+  config = registry.load_config_module(model_name).get_config()
   config.train.batch_size = batch
   split = benchmark.synthetic_batch(shape, max(batch, 4))
-  model = models.model_from_config(config.model)
-  tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
-  fresh = [steps.create_train_state(model, tx, plateau, k, shape) for k in range(size)]
+  setups = [build.build(config, shape, seed=k) for k in range(size)]
+  fresh = [s.state for s in setups]
   images, masks = jax.device_put(split.images), jax.device_put(split.masks)
   perm = jnp.arange(len(split))
-  single = steps.make_train_chunk(model, tx, config.loss, batch)
+  aux = ((perm, jnp.int32(1), jnp.zeros(3)),) * size
+  single = step_lib.make_train_chunk(setups[0].model, setups[0].tx, config)
   singles = list(fresh)
 
   def sequential() -> None:
     for k in range(size):
-      singles[k], terms = single(singles[k], images, masks, perm, jnp.int32(0), num_steps=1)
+      singles[k], terms = single(singles[k], images, masks, aux[k], jnp.int32(0), num_steps=1)
       jax.block_until_ready(terms)
 
   timers = {"sequential": lambda: timed(sequential)}
-  aux = ((perm, jnp.int32(1), jnp.zeros(3)),) * size
   for mode in modes:
-    chunk = replicas.make_group_chunk(model, tx, config, mode)
+    chunk = loop.make_group_chunk(setups[0], config, size, None, mode)
     box = [tuple(jax.tree_util.tree_map(jnp.copy, state) for state in fresh)]
 
     def grouped(chunk=chunk, box=box) -> None:
@@ -106,7 +101,7 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--model", default="dice")
   parser.add_argument("--replicas", default="1,2,4,8")
-  parser.add_argument("--modes", default=",".join(replicas.MODES))
+  parser.add_argument("--modes", default=",".join(replicate.MODES))
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--profile", default="", help="trace directory: also profile each program")
   args = parser.parse_args()

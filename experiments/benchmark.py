@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import platform
@@ -31,17 +30,15 @@ import sys
 import time
 from typing import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from echokld import models, steps, variants  # noqa: E402
-from echokld.data import pipeline, synthetic  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import roofline  # noqa: E402
+import roofline  # Beside this script.
+from echokld import registry
+from echokld.data import pipeline, synthetic
+from echokld.objectives import conditioning
+from echokld.train import build, step as step_lib
 
 
 @dataclasses.dataclass
@@ -65,19 +62,17 @@ def synthetic_batch(shape: tuple[int, int], frames: int) -> pipeline.ArraySplit:
 def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: int = 1,
                dtype: str = "float32") -> Runner:
   """A model's jitted train step (the trainer's own) on synthetic echo."""
-  config = importlib.import_module(f"configs.{model_name}").get_config()
+  config = registry.load_config_module(model_name).get_config()
+  config.train.batch_size, config.train.compute_dtype = batch, dtype
   split = synthetic_batch(shape, max(batch * per_call, 4))
-  model = models.model_from_config(
-      config.model, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
-  tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
-  box = [steps.create_train_state(model, tx, plateau, 0, shape)]
-  reference = (variants.reference_params(split) if variants.needs_reference(config)
-               else None)
-  extras_fn, _ = variants.make_extras(config, reference)
-  chunk = steps.make_train_chunk(model, tx, config.loss, batch, extras_fn)
+  reference = (conditioning.reference_params(split.images, split.masks)
+               if conditioning.needs_reference(config) else None)
+  setup = build.build(config, shape, reference)
+  box = [setup.state]
+  chunk = step_lib.make_train_chunk(setup.model, setup.tx, config)
   images, masks = jax.device_put(split.images), jax.device_put(split.masks)
   perm = jnp.arange(len(split))
-  args = (images, masks, perm, jnp.int32(0))
+  args = (images, masks, (perm, jnp.int32(per_call), setup.reference), jnp.int32(0))
   compiled = chunk.lower(box[0], *args, num_steps=per_call).compile()
   analysis = compiled.memory_analysis()
   program_bytes = None if analysis is None else int(

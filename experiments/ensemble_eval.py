@@ -2,22 +2,19 @@
 
   python experiments/ensemble_eval.py --runs=runs/a,runs/b --data_root=DIR [--split=val]
 
-Masks are predicted in each frame's own geometry (echokld.predict) and scored against the
+Masks are predicted in each frame's own geometry (echokld.infer) and scored against the
 LV label at the frame's native resolution. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from echokld import metrics, predict  # noqa: E402
-from echokld.data import folder, pipeline  # noqa: E402
+from echokld.data import folder, pipeline
+from echokld.evaluation import metrics
+from echokld.infer import runs as predict
 
 
 def mean_dice(masks: list[np.ndarray], truths: list[np.ndarray]) -> float:

@@ -27,11 +27,9 @@ import numpy as np  # noqa: E402
 import scipy.stats  # noqa: E402
 from PIL import Image  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))
-
 from echokld.errors import InputError  # noqa: E402
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 
 FAMILIES = ("alpha", "invgamma", "lognorm", "invgauss", "norm", "rayleigh", "gamma", "pearson3")
 LEVELS = np.arange(256) / 255.0
@@ -170,7 +168,7 @@ def jnp_cross_check(train_rois, scipy_params) -> dict:
   """echokld's Pearson III ML fit on the histogram of all training ROI pixels, and its
   log-likelihood gain on those pixels over scipy's pearson3 fit of the subsample."""
   import jax.numpy as jnp
-  from echokld import distributions
+  from echokld.objectives import distributions
   counts = np.bincount(np.concatenate(train_rois), minlength=256).astype(np.float64)
   ours = [float(v) for v in distributions.fit_pearson3_hist(
       distributions.histogram_grid(), jnp.asarray(counts, jnp.float32))]
@@ -321,7 +319,7 @@ CAVEATS = """## Caveats
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data_root", required=True, type=pathlib.Path)
-  parser.add_argument("--out", default=ROOT / "docs", type=pathlib.Path)
+  parser.add_argument("--out", default=DOCS, type=pathlib.Path)
   parser.add_argument("--max_pixels", type=int, default=200_000)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--subset_sizes", default="2,4,8,16,32,64,128")

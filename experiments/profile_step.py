@@ -21,11 +21,9 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
 
-import jax  # noqa: E402
-
-import benchmark  # noqa: E402
+import benchmark  # Beside this script.
 
 HLO_LINE = re.compile(r'^\s*%?([\w.\-]+) = (\S+) .*?op_name="([^"]*)"')
 

@@ -7,7 +7,7 @@
 As in the paper, each model is trained, validated and tested on one image-quality group at a
 time: `--groups` defaults to Poor,Medium,Good (its Tables 1-7); add `all` to also train once
 on every frame (unknown quality included), which the paper does not do. Runs go through
-experiments/sweep.py (resumable: rerun the same command after an interruption), the report
+echokld.study.sweep (resumable: rerun the same command after an interruption), the report
 through `python -m echokld.report`. `--replicas=S` trains S seeds of a model at a time as
 one program (BENCHMARKS.md says when that is faster). Extra config overrides after `--`
 apply to every run (e.g. `:paper` protocol settings or an image size). Bad arguments: one
@@ -21,9 +21,9 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import sweep  # noqa: E402
+from echokld import cli, registry
+from echokld.errors import InputError
+from echokld.study import sweep
 
 # Tiny models on tiny synthetic frames: every table and figure, in minutes on a CPU.
 SMOKE_OVERRIDES = [
@@ -43,7 +43,7 @@ def main() -> None:
   parser.add_argument("--out", required=True)
   parser.add_argument("--seeds", default=None,
                       help="Comma list or range; default 0,1,2 (0 with --smoke).")
-  parser.add_argument("--models", default=",".join(sweep.MODELS))
+  parser.add_argument("--models", default=",".join(registry.paper_models()))
   parser.add_argument("--groups", default=",".join(sweep.GROUPS),
                       help=f"Comma list of {sweep.ALL}, {', '.join(sweep.GROUPS)}.")
   parser.add_argument("--smoke", action="store_true")
@@ -51,18 +51,19 @@ def main() -> None:
   args = parser.parse_args(argv)
   try:
     groups = sweep.parse_groups(args.groups)
-    seeds = sweep.parse_seeds(args.seeds or ("0" if args.smoke else "0,1,2"))
+    seeds = cli.parse_seeds(args.seeds or ("0" if args.smoke else "0,1,2"))
+    models = sweep.check_models(args.models.split(","))
     sweep.check_replicas(args.replicas)
-  except sweep.InputError as exc:
-    sweep.fail(exc)
+  except InputError as exc:
+    cli.fail(exc)
   overrides = (SMOKE_OVERRIDES if args.smoke else []) + overrides
   sweep_dir = os.path.join(args.out, "runs")
-  runs = sweep.grid(args.models.split(","), seeds, groups)
+  runs = sweep.grid(models, seeds, groups)
   failures = sweep.run_grid(sweep_dir, runs, overrides, args.replicas, args.replica_mode)
   if failures:
     sys.exit(f"{failures} run(s) failed; rerun the same command to resume them")
   report = subprocess.run([sys.executable, "-m", "echokld.report", f"--sweep_dir={sweep_dir}",
-                           f"--out={os.path.join(args.out, 'report')}"], cwd=sweep.ROOT)
+                           f"--out={os.path.join(args.out, 'report')}"])
   sys.exit(report.returncode)
 
 

@@ -16,14 +16,20 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+# The benchmarks' helpers (experiments/roofline.py) are tested too; experiments/ is scripts,
+# not a package, so it goes on the path here (and only here).
+if os.path.join(ROOT, "experiments") not in sys.path:
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 
 def tiny_config(model: str = "dice", **overrides):
   """A model's config shrunk to 32x32 frames and a small network, for fast tests."""
   import importlib
-  config = importlib.import_module(f"configs.{model}").get_config()
+  return shrink(importlib.import_module(f"echokld.configs.{model}").get_config(), **overrides)
+
+
+def shrink(config, **overrides):
+  """`config` shrunk as tiny_config does; `overrides` map dotted keys to values."""
   config.model.init_features = 8
   config.model.blocks_down = (1, 1, 1, 1)
   config.model.vae_latent = 16

@@ -4,7 +4,7 @@ import json
 
 import camus_fixtures
 from conftest import tiny_config
-from echokld import train
+from echokld.train import loop
 from echokld.data import camus_tfds
 
 
@@ -15,7 +15,7 @@ def camus_config(root, source="camus", split="official", **overrides):
 
 def test_trains_on_the_nifti_release_with_official_subgroups(tmp_path):
   root = camus_fixtures.write_nifti_release(tmp_path / "CAMUS")
-  summary = train.train_and_evaluate(camus_config(root), str(tmp_path / "run"))
+  summary = loop.train_and_evaluate(camus_config(root), str(tmp_path / "run"))
   split = json.load(open(tmp_path / "run" / "split.json"))
   assert split["test"] == ["patient0004_2CH_ED", "patient0004_2CH_ES"]
   assert summary["frames"] == {"train": 4, "val": 2, "test": 2}
@@ -27,10 +27,10 @@ def test_trains_on_the_2019_release_and_on_its_tfds_copy(tmp_path):
   root = camus_fixtures.write_2019_release(tmp_path / "CAMUS", train=patients)
   # Good: patients 1 and 4-8; one to test, one of the other five to validation.
   overrides = {"data.test_frames": {"Good": 2, "Medium": 0, "Poor": 0, "Unknown": 0}}
-  raw = train.train_and_evaluate(camus_config(root, split="paper", **overrides),
+  raw = loop.train_and_evaluate(camus_config(root, split="paper", **overrides),
                                  str(tmp_path / "raw"))
   camus_tfds.prepare(root, tmp_path / "tfds")
-  prepared = train.train_and_evaluate(
+  prepared = loop.train_and_evaluate(
       camus_config(tmp_path / "tfds", source="camus_tfds", split="paper", **overrides),
       str(tmp_path / "prepared"))
   assert raw["frames"] == prepared["frames"] == {"train": 12, "val": 2, "test": 2}

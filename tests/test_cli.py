@@ -32,7 +32,7 @@ def test_unknown_config_key(tmp_path):
 
 def test_missing_config_file(tmp_path):
   assert_one_line_error(run_cli("--config=configs/missing.py", f"--workdir={tmp_path}"),
-                        "configs/missing.py", "does not exist")
+                        "configs/missing.py", "no such config file")
 
 
 def folder_args(root, workdir):

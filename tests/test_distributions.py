@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from echokld import distributions as dist
+from echokld.objectives import distributions as dist
 
 GRID = dist.histogram_grid()
 PAD = 50_000  # Every raw-sample fit below is padded to this length with zero weights.

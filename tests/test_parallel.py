@@ -16,46 +16,49 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from echokld import parallel, predict, train
+from echokld.infer import runs as infer_runs
+from echokld.train import loop, mesh
 from test_train import TINY_FLAGS
 
 FOUR_DEVICES = "--xla_force_host_platform_device_count=4"
 
-# Trains the tiny config for 2 epochs data parallel over 4 devices, then on one device,
-# recording the sharding of the gathered batch (through an extras_fn wrapper, which sees the
-# batch inside the step) and of the checkpointed parameters.
+# Trains the tiny config for 2 epochs data parallel over 4 devices, then on one device, then
+# two seeds as a replica group data parallel over the 4 devices, recording the sharding of
+# the gathered batch (through a conditioning wrapper, which sees the batch inside the step)
+# and of the parameters at each epoch's end (through a hook).
 SCRIPT = r"""
 import json, sys
-sys.path.insert(0, "tests")
 import jax, numpy as np
 from conftest import tiny_config
-from echokld import checkpointing, train, variants
+from echokld.objectives import conditioning
+from echokld.train import hooks, loop
 
 seen = {"batch": [], "params": []}
-real_extras, real_save = variants.make_extras, checkpointing.save
+real_conditioning = conditioning.make_conditioning
 
-def make_extras(config, reference):
-  extras_fn, inject_fn = real_extras(config, reference)
+def make_conditioning(config, reference):  # Sees the gathered batch inside the step.
+  real = real_conditioning(config, reference)
   def spy(x, y):
     jax.debug.inspect_array_sharding(
         x, callback=lambda s: seen["batch"].append(
             [len(s.device_set), list(s.shard_shape(x.shape)), s.is_fully_replicated]))
-    return extras_fn(x, y) if extras_fn is not None else {}
-  return spy, inject_fn
+    return real.train(x, y) if real.train is not None else {}
+  return conditioning.Conditioning(train=spy, infer=real.infer)
 
-def save(manager, step, state, val_dice):
-  leaf = jax.tree_util.tree_leaves(state.params)[0]
-  seen["params"].append([len(leaf.sharding.device_set), leaf.sharding.is_fully_replicated])
-  real_save(manager, step, state, val_dice)
+class ParamSharding(hooks.Hook):
+  def end_epoch(self, run, state, row):
+    leaf = jax.tree_util.tree_leaves(state.params)[0]
+    seen["params"].append([len(leaf.sharding.device_set), leaf.sharding.is_fully_replicated])
 
-variants.make_extras, checkpointing.save = make_extras, save
+conditioning.make_conditioning = make_conditioning
 out = {"devices": jax.device_count(), "workdir": sys.argv[1]}
-for name, parallel in (("parallel", True), ("single", False)):
+for name, parallel, seeds in (("parallel", True, [0]), ("single", False, [0]),
+                              ("group", True, [0, 1])):
   seen = {"batch": [], "params": []}
-  workdir = sys.argv[1] + "/" + name
-  summary = train.train_and_evaluate(
-      tiny_config(**{"train.max_epochs": 2, "train.data_parallel": parallel}), workdir)
-  rows = [json.loads(l) for l in open(workdir + "/metrics.jsonl")]
+  workdirs = [sys.argv[1] + "/" + name + ("" if len(seeds) == 1 else str(s)) for s in seeds]
+  summary = loop.train(tiny_config(**{"train.max_epochs": 2, "train.data_parallel": parallel}),
+                       workdirs, seeds, extra_hooks=[ParamSharding()])[0]
+  rows = [json.loads(l) for l in open(workdirs[0] + "/metrics.jsonl")]
   out[name] = {"train_total": [r["train_total"] for r in rows],
                "val_dice": [r["val_dice"] for r in rows], "test_dice": summary["test"]["dice"],
                **seen}
@@ -64,7 +67,8 @@ print("RESULT " + json.dumps(out))
 
 
 def run_python(args: list[str], xla_flags: str, timeout: int = 240):
-  env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.path.join(ROOT, "tests"))  # The script imports conftest.
   return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=timeout)
 
@@ -91,6 +95,9 @@ def test_four_devices_shard_the_batch_and_replicate_the_parameters(four_device_r
   assert runs["parallel"]["params"] == [[4, True], [4, True]]  # One save per epoch.
   assert runs["single"]["batch"] == [[1, [4, 32, 32, 1], True]]
   assert runs["single"]["params"] == [[1, True], [1, True]]
+  # A replica group composes with data parallelism: each seed's batch is split the same way.
+  assert runs["group"]["batch"] == [[4, [1, 32, 32, 1], False]] * 2
+  assert runs["group"]["params"] == [[4, True]] * 4  # Two seeds, two epochs.
 
 
 def test_four_devices_give_the_one_device_numbers(four_device_runs):
@@ -100,13 +107,16 @@ def test_four_devices_give_the_one_device_numbers(four_device_runs):
   assert par["val_dice"] == pytest.approx(one["val_dice"], rel=1e-5)
   assert par["test_dice"] == pytest.approx(one["test_dice"], rel=1e-5)
   assert 0.0 < one["val_dice"][-1] <= 1.0 and one["train_total"][1] < one["train_total"][0]
+  group = four_device_runs["group"]  # Seed 0 of the group is the single run of seed 0.
+  assert group["train_total"] == pytest.approx(one["train_total"], rel=1e-5)
+  assert group["val_dice"] == pytest.approx(one["val_dice"], rel=1e-5)
 
 
 def test_a_data_parallel_checkpoint_restores_on_one_device(four_device_runs):
   # The checkpoints hold arrays replicated over 4 devices; this process has one.
   workdir = four_device_runs["workdir"]
-  par = predict.load_run(os.path.join(workdir, "parallel"))
-  one = predict.load_run(os.path.join(workdir, "single"))
+  par = infer_runs.load_run(os.path.join(workdir, "parallel"))
+  one = infer_runs.load_run(os.path.join(workdir, "single"))
   diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
            zip(jax.tree_util.tree_leaves(par.params), jax.tree_util.tree_leaves(one.params))]
   assert len(diffs) > 10 and max(diffs) < 1e-4  # Two epochs; only summation order differs.
@@ -117,7 +127,7 @@ def test_a_data_parallel_run_resumes_on_one_device(four_device_runs, tmp_path, t
   for name in ("parallel", "single"):  # Both trained 2 epochs in the 4-device process.
     workdir = tmp_path / name
     shutil.copytree(os.path.join(four_device_runs["workdir"], name), workdir)
-    summary = train.train_and_evaluate(tiny(**{"train.max_epochs": 3}), str(workdir))
+    summary = loop.train_and_evaluate(tiny(**{"train.max_epochs": 3}), str(workdir))
     assert summary["epochs"] == 3
     rows[name] = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   par, one = rows["parallel"], rows["single"]
@@ -128,7 +138,7 @@ def test_a_data_parallel_run_resumes_on_one_device(four_device_runs, tmp_path, t
 
 
 def test_one_device_places_as_before(tiny):
-  placement = parallel.setup(tiny().train)
+  placement = mesh.setup(tiny().train)
   assert placement.mesh is None and placement.batch_sharding is None
   assert placement.num_devices == 1
 

@@ -15,7 +15,9 @@ from PIL import Image
 
 import camus_fixtures
 from conftest import ROOT, tiny_config
-from echokld import predict, train
+from echokld.infer import io as predict_io
+from echokld.infer import runs as predict
+from echokld.train import loop
 from echokld.data import camus
 from echokld.errors import InputError
 
@@ -46,7 +48,7 @@ def workdirs(tmp_path_factory):
   dirs = []
   for seed in (0, 1):
     workdir = str(tmp_path_factory.mktemp(f"run{seed}"))
-    train.train_and_evaluate(tiny_config("dice", seed=seed, **{"train.max_epochs": 1}),
+    loop.train_and_evaluate(tiny_config("dice", seed=seed, **{"train.max_epochs": 1}),
                              workdir)
     dirs.append(workdir)
   return dirs
@@ -159,7 +161,7 @@ def test_camus_patient_folder_with_quality_gating(workdirs, runs, tmp_path):
     mm2 = np.asanyarray(back.dataobj).sum() * camus_fixtures.ROW_MM * camus_fixtures.COL_MM
     assert float(areas[name + ".nii.gz"]["lv_area_mm2"]) == pytest.approx(mm2, rel=1e-4)
   # The written mask is the quality-gated ensemble of the API (patient0001 is Good).
-  metadata = predict.predict_io.Metadata()
+  metadata = predict_io.Metadata()
   assert metadata.camus_quality(str(patient / f"{frames[0]}.nii.gz")) == "Good"
   image, _ = camus.read_nifti(patient / f"{frames[0]}.nii.gz")
   expected = predict.predict_masks(runs, [image], ["Good"], gating="quality")[0]

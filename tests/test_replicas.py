@@ -3,20 +3,18 @@
 import json
 import os
 import shutil
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config
-from echokld import models, replicas, steps, train
+from conftest import tiny_config
+from echokld import cli
 from echokld.data import pipeline
 from echokld.errors import InputError
-
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import sweep  # noqa: E402
+from echokld.study import sweep
+from echokld.train import build, loop, replicate, step as step_lib
 
 SEEDS = (0, 1)
 # Per-replica schedule: halve after 1 bad epoch, stop after 1 epoch without a 0.05 gain. On
@@ -53,7 +51,7 @@ def assert_same_epochs(seq_dir, rep_dir):
 def sequential(tmp_path_factory):
   out = tmp_path_factory.mktemp("sequential")
   for seed in SEEDS:
-    train.train_and_evaluate(tiny_config(seed=seed, **SCHEDULE), str(out / f"seed{seed}"))
+    loop.train_and_evaluate(tiny_config(seed=seed, **SCHEDULE), str(out / f"seed{seed}"))
   return [str(out / f"seed{s}") for s in SEEDS]
 
 
@@ -63,9 +61,9 @@ def resumed_group(tmp_path_factory):
   lands between the replicas' saves), then resumed to the end: replicas at other epochs."""
   out = tmp_path_factory.mktemp("group")
   workdirs = [str(out / f"seed{s}") for s in SEEDS]
-  replicas.train_replicas(tiny_config(**{**SCHEDULE, "train.max_epochs": 2}), SEEDS, workdirs)
+  loop.train(tiny_config(**{**SCHEDULE, "train.max_epochs": 2}), workdirs, SEEDS)
   shutil.rmtree(os.path.join(workdirs[1], "checkpoints", "2"))
-  summaries = replicas.train_replicas(tiny_config(**SCHEDULE), SEEDS, workdirs)
+  summaries = loop.train(tiny_config(**SCHEDULE), workdirs, SEEDS)
   return workdirs, summaries
 
 
@@ -93,19 +91,17 @@ def test_each_replica_is_the_sequential_run_of_its_seed(sequential, resumed_grou
 def test_a_stopped_replica_is_left_unchanged_by_later_steps():
   config = tiny_config()
   split = pipeline.build_splits(config)[0]["train"]
-  model = models.model_from_config(config.model)
-  tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
-  fresh = [steps.create_train_state(model, tx, plateau, s, split.images.shape[1:])
-           for s in SEEDS]
+  setups = [build.build(config, split.images.shape[1:], seed=s) for s in SEEDS]
+  fresh = [s.state for s in setups]
   images, masks = jax.device_put(split.images), jax.device_put(split.masks)
   perm = jnp.arange(len(split))
-  single = steps.make_train_chunk(model, tx, config.loss, config.train.batch_size)
-  alone = single(jax.tree_util.tree_map(jnp.copy, fresh[0]), images, masks, perm,
+  aux = ((perm, jnp.int32(5), jnp.zeros(3)),) * 2
+  single = step_lib.make_train_chunk(setups[0].model, setups[0].tx, config)
+  alone = single(jax.tree_util.tree_map(jnp.copy, fresh[0]), images, masks, aux[0],
                  jnp.int32(1), num_steps=1)[0]
   before = jax.tree_util.tree_map(np.asarray, fresh[1])
   group = (jax.tree_util.tree_map(jnp.copy, fresh[0]), fresh[1].replace(stopped=jnp.bool_(True)))
-  chunk = replicas.make_group_chunk(model, tx, config)
-  aux = ((perm, jnp.int32(5), jnp.zeros(3)),) * 2
+  chunk = loop.make_group_chunk(setups[0], config, 2, None)
   group, _ = chunk(group, images, masks, aux, jnp.int32(1), num_steps=1)
   # Replica 0's step is the single run's step, bit for bit (unroll mode).
   for a, b in zip(jax.tree_util.tree_leaves(alone.params),
@@ -118,7 +114,7 @@ def test_a_stopped_replica_is_left_unchanged_by_later_steps():
     np.testing.assert_array_equal(a, np.asarray(b))
 
 
-@pytest.mark.parametrize("mode", replicas.MODES)
+@pytest.mark.parametrize("mode", replicate.MODES)
 def test_replicate_modes_match_per_replica_calls(mode):
   """A conv net's loss and gradient per replica (kernels differ, data shared or not)."""
 
@@ -133,7 +129,7 @@ def test_replicate_modes_match_per_replica_calls(mode):
   kernels = tuple(jax.random.normal(keys[0], (3, 3, 3, 2, 4)))
   images = jax.random.normal(keys[1], (2, 8, 8, 2))
   scales = tuple(jnp.asarray([1.0, 2.0, 3.0]))
-  outs = jax.jit(replicas.replicate(loss_grad, (0, None, 0), mode))(kernels, images, scales)
+  outs = jax.jit(replicate.replicate(loss_grad, (0, None, 0), mode))(kernels, images, scales)
   assert len(outs) == 3
   for k, (value, grad) in enumerate(outs):
     want_value, want_grad = jax.jit(loss_grad)(kernels[k], images, scales[k])
@@ -142,13 +138,13 @@ def test_replicate_modes_match_per_replica_calls(mode):
 
 
 def test_bad_seeds_and_modes_are_one_line_input_errors():
-  assert replicas.parse_seeds("0-3") == [0, 1, 2, 3]
-  assert replicas.parse_seeds("4,2") == [4, 2]
+  assert cli.parse_seeds("0-3") == [0, 1, 2, 3]
+  assert cli.parse_seeds("4,2") == [4, 2]
   for spec in ("1,1", "a", ""):
     with pytest.raises(InputError, match="--seeds"):
-      replicas.parse_seeds(spec)
+      cli.parse_seeds(spec)
   with pytest.raises(InputError, match="unknown mode 'pmap'"):
-    replicas.train_replicas(tiny_config(), [0], ["unused"], mode="pmap")
+    loop.train(tiny_config(), ["unused"], [0], mode="pmap")
 
 
 def test_sweep_groups_unfinished_seeds_of_one_model(tmp_path):
@@ -157,7 +153,7 @@ def test_sweep_groups_unfinished_seeds_of_one_model(tmp_path):
   assert batches == [[("dice", 0, "all"), ("dice", 1, "all")], [("dice", 2, "all")],
                      [("vae", 0, "all"), ("vae", 1, "all")], [("vae", 2, "all")]]
   cmd = sweep.run_command(batches[0], str(tmp_path), ["--config.train.max_epochs=2"])
-  assert cmd[1:3] == ["-m", "echokld.replicas"]
+  assert cmd[1:3] == ["-m", "echokld.main"] and cmd[3].endswith("echokld/configs/dice.py")
   assert f"--workdir={tmp_path}/dice_seed{{seed}}" in cmd and "--seeds=0,1" in cmd
   assert sweep.run_command(batches[1], str(tmp_path), [])[1:3] == ["-m", "echokld.main"]
 
@@ -165,7 +161,6 @@ def test_sweep_groups_unfinished_seeds_of_one_model(tmp_path):
 def test_fused_steps_per_call_give_the_sequential_runs(sequential, tmp_path):
   """steps_per_call > 1 (lax.scan over steps, for accelerators) in a group: same runs."""
   workdirs = [str(tmp_path / f"seed{s}") for s in SEEDS]
-  replicas.train_replicas(tiny_config(**SCHEDULE, **{"train.steps_per_call": 3}), SEEDS,
-                          workdirs)
+  loop.train(tiny_config(**SCHEDULE, **{"train.steps_per_call": 3}), workdirs, SEEDS)
   for seq_dir, rep_dir in zip(sequential, workdirs):
     assert_same_epochs(seq_dir, rep_dir)

@@ -13,7 +13,9 @@ from scipy import stats as sps
 from PIL import Image
 
 from conftest import ROOT
-from echokld import evaluate, panels, writers
+from echokld.evaluation import test_set as evaluate
+from echokld.study import panels
+from echokld.train import writers
 
 MODELS = {"dice": 0.0, "kld_alpha": 0.02, "vae": -0.1}
 SEEDS = (0, 1)

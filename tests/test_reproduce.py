@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from conftest import ROOT
-from echokld import metrics, panels
+from echokld.evaluation import metrics
+from echokld.study import panels
 from echokld.data import synthetic
 
 MODELS = ("dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae", "bd_vae")

@@ -10,10 +10,8 @@ import jax.numpy as jnp
 import pytest
 from jax import lax
 
+import roofline  # experiments/ is on sys.path (conftest.py).
 from conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import roofline  # noqa: E402
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 

@@ -4,19 +4,18 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import tiny_config
-from echokld import models, steps
+from echokld.train import build, state as state_lib
 
 
 def run_epochs(val_dices, **train_overrides):
   config = tiny_config(**{f"train.{k}": v for k, v in train_overrides.items()})
-  model = models.model_from_config(config.model)
-  tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
-  state = steps.create_train_state(model, tx, plateau, 0, (32, 32))
-  end_epoch = steps.make_end_epoch(plateau, config.train)
+  setup = build.build(config, (32, 32))
+  state = setup.state
+  end_epoch = state_lib.make_end_epoch(setup.plateau, config.train)
   history = []
   for dice in val_dices:
     state = end_epoch(state, jnp.float32(dice))
-    history.append((float(steps.learning_rate(state)), int(state.best_epoch),
+    history.append((float(state_lib.learning_rate(state)), int(state.best_epoch),
                     int(state.bad_epochs), bool(state.stopped)))
   return history
 

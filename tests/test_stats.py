@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from echokld import stats
+from echokld.study import stats
 from echokld.errors import InputError
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_config
-from echokld import checkpointing, losses, train
 from echokld.errors import TrainingDiverged
+from echokld.objectives import terms as loss_terms
+from echokld.train import checkpoints, loop
 
 TINY_FLAGS = ["--config.model.init_features=8", "--config.model.blocks_down=(1,1,1,1)",
               "--config.data.synthetic_patients=24", "--config.data.synthetic_shape=(48,48)",
@@ -36,7 +37,7 @@ def cli(*args, workdir, timeout=240, wait=True):
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("ref"))
-  summary = train.train_and_evaluate(tiny_config(), workdir)
+  summary = loop.train_and_evaluate(tiny_config(), workdir)
   return workdir, summary
 
 
@@ -62,10 +63,10 @@ def test_summary_and_files_contract(reference_run):
 
 def test_same_config_and_seed_give_identical_metrics(reference_run, tmp_path):
   workdir, summary = reference_run
-  again = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  again = loop.train_and_evaluate(tiny_config(), str(tmp_path))
   assert again["val"] == summary["val"]
   assert again["test"] == summary["test"]
-  other = train.train_and_evaluate(tiny_config(seed=1), str(tmp_path / "seed1"))
+  other = loop.train_and_evaluate(tiny_config(seed=1), str(tmp_path / "seed1"))
   assert other["val"]["best_dice"] != summary["val"]["best_dice"]
 
 
@@ -92,21 +93,21 @@ def test_killed_run_resumes_to_the_same_result(reference_run, tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path)
-  train.train_and_evaluate(tiny_config(**{"train.max_epochs": 1}), workdir)
-  real = losses.total_loss
+  loop.train_and_evaluate(tiny_config(**{"train.max_epochs": 1}), workdir)
+  real = loss_terms.total_loss
 
   def poisoned(*args, **kwargs):
     total, terms = real(*args, **kwargs)
     terms["total"] = total * np.nan
     return total * np.nan, terms
 
-  monkeypatch.setattr(losses, "total_loss", poisoned)
+  monkeypatch.setattr(loss_terms, "total_loss", poisoned)
   with pytest.raises(TrainingDiverged) as info:
-    train.train_and_evaluate(tiny_config(**{"train.max_epochs": 2}), workdir)
+    loop.train_and_evaluate(tiny_config(**{"train.max_epochs": 2}), workdir)
   steps_per_epoch = json.loads(open(os.path.join(workdir, "metrics.jsonl")).readline())["step"]
   assert f"at step {steps_per_epoch + 1} " in str(info.value)
-  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"))
+  manager = checkpoints.make_manager(os.path.join(workdir, "checkpoints"))
   assert manager.latest_step() == 1
-  monkeypatch.setattr(losses, "total_loss", real)
-  summary = train.train_and_evaluate(tiny_config(**{"train.max_epochs": 2}), workdir)
+  monkeypatch.setattr(loss_terms, "total_loss", real)
+  summary = loop.train_and_evaluate(tiny_config(**{"train.max_epochs": 2}), workdir)
   assert summary["epochs"] == 2 and np.isfinite(summary["test"]["dice"])

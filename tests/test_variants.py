@@ -9,7 +9,10 @@ import scipy.special
 import scipy.stats
 
 from conftest import tiny_config
-from echokld import checkpointing, distributions, kld_losses, losses, models, steps, variants
+from echokld.nn import model as models
+from echokld.objectives import conditioning, distributions, intensity, vae
+from echokld.objectives import terms as loss_terms
+from echokld.train import build, checkpoints, step as step_lib
 from echokld.data import pipeline
 
 MODELS = ["dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae", "bd_vae"]
@@ -24,7 +27,7 @@ def init(model, shape=(64, 64)):
 
 def test_distribution_heads_add_the_hand_counted_parameters():
   base = models.count_params(init(models.SegModel()))
-  both = models.count_params(init(models.SegModel(inject_dist=True, dist_head=True)))
+  both = models.count_params(init(models.SegModel(inject=True, heads=("dist",))))
   injection = (3 * 48 + 48) + (48 * 128 + 128)
   head = (128 * 48 + 48) + (48 * 3 + 3)
   assert both - base == injection + head == 12_803
@@ -32,7 +35,7 @@ def test_distribution_heads_add_the_hand_counted_parameters():
 
 def test_vae_branch_parameters_by_hand_at_64x64():
   plain = init(models.SegModel())
-  vae = init(models.SegModel(vae_head=True))
+  vae = init(models.SegModel(heads=("vae",)))
   decoder = models.count_params(plain["decoder"])
   # Bottleneck 8x8x128 -> GN (256) -> 3x3 conv to 16 with bias -> 4x4x16 = 256 values.
   expected = (256 + 3 * 3 * 128 * 16 + 16 + 256 * 256 + 256 + 128 * 256 + 256
@@ -42,7 +45,7 @@ def test_vae_branch_parameters_by_hand_at_64x64():
 
 
 def test_vae_outputs_and_eval_uses_the_mean():
-  model = models.SegModel(init_features=8, blocks_down=(1, 1, 1, 1), vae_head=True,
+  model = models.SegModel(init_features=8, blocks_down=(1, 1, 1, 1), heads=("vae",),
                           vae_latent=4)
   x = jax.random.uniform(jax.random.PRNGKey(2), (2, 32, 48, 1))
   params = model.init(jax.random.PRNGKey(0), x, rng=jax.random.PRNGKey(1))["params"]
@@ -58,7 +61,7 @@ def test_vae_terms_hand_computed():
   outputs = {"recon": jnp.array([0.5, 0.0]).reshape(1, 1, 2, 1),
              "mu": jnp.array([[1.0, 0.0]]), "logvar": jnp.array([[0.0, np.log(2.0)]])}
   images = jnp.array([1.0, 0.0]).reshape(1, 1, 2, 1)
-  recon, kl = kld_losses.vae_terms(outputs, images)
+  recon, kl = vae.reconstruction_loss(outputs, images), vae.gaussian_kl(outputs)
   assert float(recon) == pytest.approx(0.125)
   # 0.5 * sum(mu^2 + var - log var - 1) / latent = 0.5 * (1 + (2 - ln 2 - 1)) / 2
   assert float(kl) == pytest.approx(0.25 * (2.0 - np.log(2.0)), rel=1e-6)
@@ -82,7 +85,7 @@ def test_kde_kld_matches_scipy_gaussian_kde():
   cfg = tiny_config("kld_kde").loss
   cfg.kde_bandwidth = 0.05
   images, probs, masks = _tiny_case()
-  ours = float(kld_losses.intensity_kld(images, probs, masks, cfg))
+  ours = float(intensity.intensity_kld(images, probs, masks, cfg))
   grid = np.linspace(0, 1, 256)
   w_pred = 1 / (1 + np.exp(-(probs.ravel() - 0.5) / cfg.soft_threshold_temperature))
 
@@ -97,7 +100,7 @@ def test_kde_kld_matches_scipy_gaussian_kde():
 def test_alpha_kld_is_kl_of_pearson3_fits():
   cfg = tiny_config("kld_alpha").loss
   images, probs, masks = _tiny_case()
-  ours = float(kld_losses.intensity_kld(images, probs, masks, cfg))
+  ours = float(intensity.intensity_kld(images, probs, masks, cfg))
   w_pred = jax.nn.sigmoid((probs.ravel() - 0.5) / cfg.soft_threshold_temperature)
   grid = np.linspace(0, 1, 256)
 
@@ -110,7 +113,7 @@ def test_alpha_kld_is_kl_of_pearson3_fits():
   # 8-bit data, reached by different float32 Newton paths.
   assert ours == pytest.approx(_reference_kl(density(w_pred), density(masks.ravel())),
                                rel=1e-2)
-  perfect = float(kld_losses.intensity_kld(images, masks, masks, cfg))
+  perfect = float(intensity.intensity_kld(images, masks, masks, cfg))
   assert perfect < 1e-4 < ours
 
 
@@ -127,12 +130,12 @@ def test_dist_alignment_matches_scipy_and_keeps_a_gradient_when_disjoint():
 
   t = probs(target, 0.0)
   expected = 0.5 * sum(float(np.sum(scipy.special.rel_entr(t, probs(p, 0.01)))) for p in pred)
-  ours = float(kld_losses.dist_alignment(pred, target, cfg))
+  ours = float(intensity.dist_alignment(pred, target, cfg))
   assert ours == pytest.approx(expected, rel=1e-3)
   # A prediction whose support misses the target's mass (skew 1.99, loc far right) still
   # gets a gradient pulling loc towards the target.
   far = jnp.array([[1.99, 0.65, 0.03]])
-  grad = jax.grad(lambda p: kld_losses.dist_alignment(p, target, cfg))(far)
+  grad = jax.grad(lambda p: intensity.dist_alignment(p, target, cfg))(far)
   assert np.all(np.isfinite(grad)) and float(grad[0, 1]) > 0
 
 
@@ -140,8 +143,7 @@ def test_reference_params_equal_a_direct_fit_of_training_lv_pixels():
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (3, 16, 16)).astype(np.uint8)
   masks = (rng.random((3, 16, 16)) > 0.6).astype(np.uint8)
-  split = pipeline.ArraySplit(images, masks, ["a", "b", "c"], ["Good"] * 3, [None] * 3)
-  ref = np.asarray(variants.reference_params(split))
+  ref = np.asarray(conditioning.reference_params(images, masks))
   direct = distributions.fit_pearson3(jnp.asarray(images[masks > 0] / 255.0, jnp.float32),
                                       jnp.ones(int(masks.sum())))
   np.testing.assert_allclose(ref, np.asarray(direct), rtol=1e-3, atol=1e-4)
@@ -150,27 +152,26 @@ def test_reference_params_equal_a_direct_fit_of_training_lv_pixels():
 def _train_setup(name):
   config = tiny_config(name)
   splits, _ = pipeline.build_splits(config)
-  model = models.model_from_config(config.model)
-  tx, plateau = steps.make_optimizer(config.train), steps.make_plateau(config.train)
-  state = steps.create_train_state(model, tx, plateau, 0, splits["train"].images.shape[1:])
-  reference = (variants.reference_params(splits["train"])
-               if variants.needs_reference(config) else None)
-  extras_fn, inject_fn = variants.make_extras(config, reference)
-  return config, splits, model, tx, state, extras_fn, inject_fn
+  train = splits["train"]
+  reference = (conditioning.reference_params(train.images, train.masks)
+               if conditioning.needs_reference(config) else None)
+  return config, splits, build.build(config, train.images.shape[1:], reference)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_each_model_learns_reaches_every_head_and_restores(name, tmp_path):
-  config, splits, model, tx, state, extras_fn, inject_fn = _train_setup(name)
+  config, splits, setup = _train_setup(name)
+  model, state = setup.model, setup.state
   train = splits["train"]
   images, masks = jnp.asarray(train.images[:4]), jnp.asarray(train.masks[:4])
-  x, y = steps.to_unit(images), masks.astype(jnp.float32)[..., None]
-  extras = extras_fn(x, y) if extras_fn else {}
+  x, y = step_lib.to_unit(images), masks.astype(jnp.float32)[..., None]
+  condition = setup.conditioning.train
+  batch = {"images": x, "masks": y, **(condition(x, y) if condition else {})}
 
   def loss_fn(params):
-    out = model.apply({"params": params}, x, extras.get("dist_inject"),
+    out = model.apply({"params": params}, x, batch.get("dist_inject"),
                       rng=jax.random.PRNGKey(3), train=True)
-    return losses.total_loss(out, x, y, config.loss, extras)[0]
+    return loss_terms.total_loss(out, batch, config.loss, config.loss.terms)[0]
 
   grads = jax.grad(loss_fn)(state.params)
   for head in ("vae", "dist_head", "dist_injection", "encoder", "decoder", "head"):
@@ -178,16 +179,18 @@ def test_each_model_learns_reaches_every_head_and_restores(name, tmp_path):
       norm = sum(float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads[head]))
       assert norm > 0, head
 
-  chunk = steps.make_train_chunk(model, tx, config.loss, 4, extras_fn)
-  perm = jnp.zeros(4 * 12, jnp.int32).at[:].set(jnp.tile(jnp.arange(4), 12))
-  state, terms = chunk(state, images, masks, perm, jnp.int32(0), num_steps=12)
+  chunk = step_lib.make_train_chunk(model, setup.tx, config)
+  perm = jnp.tile(jnp.arange(4, dtype=jnp.int32), 12)
+  aux = (perm, jnp.int32(12), setup.reference)
+  state, terms = chunk(state, images, masks, aux, jnp.int32(0), num_steps=12)
   totals = np.asarray(terms["total"])
   assert np.all(np.isfinite(totals)) and totals[-3:].mean() < totals[:3].mean()
 
-  predict = steps.make_predict(model, 4, inject_fn)
-  before = np.asarray(predict(state.params, images)) > 0.5
-  manager = checkpointing.make_manager(str(tmp_path / "ckpt"))
-  checkpointing.save(manager, 1, state, 0.5)
-  fresh = _train_setup(name)[4]
-  restored = checkpointing.restore(manager, 1, fresh)
-  np.testing.assert_array_equal(np.asarray(predict(restored.params, images)) > 0.5, before)
+  predict = step_lib.make_predict(model, config, 4)
+  before = np.asarray(predict(state.params, images, setup.reference)) > 0.5
+  manager = checkpoints.make_manager(str(tmp_path / "ckpt"))
+  checkpoints.save(manager, 1, state, 0.5)
+  fresh = _train_setup(name)[2].state
+  restored = checkpoints.restore(manager, 1, fresh)
+  np.testing.assert_array_equal(
+      np.asarray(predict(restored.params, images, setup.reference)) > 0.5, before)

@@ -39,6 +39,10 @@ def main(argv: Sequence[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
   flags.mark_flags_as_required(["camus_dir", "data_dir"])
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

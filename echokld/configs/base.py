@@ -1,0 +1,95 @@
+"""Shared defaults for all seven models. Model files change only what differs.
+
+`--config=<model>` (or a path such as configs/<model>.py) gives a quick run on the built-in
+synthetic set (minutes on a CPU); `--config=<model>:paper` gives the paper's protocol (§3.3:
+Adam 1e-5, batch 2, plateau halving after 10 epochs, early stopping after 30, native
+resolution). A model is its name and display name plus explicit switches: `model.heads`,
+`model.dist_injection` and `loss.terms`; the name itself never changes behaviour.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds the split, the initialisation and the data order.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "dice"  # Label of the run (its folder and report rows); no behaviour.
+  config.model.display_name = "Dice"  # The name the paper's tables use.
+  config.model.paper_number = 1  # Model number in the paper (0: not one of the paper's).
+  config.model.init_features = 16  # Filters at the first level; doubled at each level (§3.2).
+  config.model.blocks_down = (1, 2, 2, 4)  # ResNet blocks per encoder level.
+  config.model.num_groups = 8  # GroupNorm groups.
+  config.model.heads = ()  # Registered heads (echokld.nn.heads): vae (Model 3), dist (6-7).
+  # Pearson III parameters entering the bottleneck (echokld.objectives.conditioning): none,
+  # reference (the training set's fit, Model 6) or batch (each mini-batch's fit, Model 7).
+  config.model.dist_injection = "none"
+  config.model.vae_latent = 128  # Model 3: latent size (mean and log-variance each).
+  config.model.dist_hidden = 48  # Models 6-7: width of the small dense layers.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "synthetic"  # synthetic, folder, camus or camus_tfds.
+  config.data.root = ""  # Folder of a non-synthetic source.
+  config.data.view = "2CH"  # CAMUS view to read.
+  config.data.qualities = ("Good", "Medium", "Poor")  # Quality groups kept (unknown is kept too).
+  config.data.keep_unknown_quality = True  # Keep frames of unknown quality; False for group runs.
+  config.data.split = "paper"  # paper: reserved test frames per quality, rest 80/20; official.
+  config.data.test_frames = ml_collections.ConfigDict(
+      {"Good": 36, "Medium": 30, "Poor": 10, "Unknown": 0})  # Paper §3.4 test reservation.
+  config.data.val_fraction = 0.2  # Share of the remaining patients used for validation.
+  config.data.image_size = 96  # Resize to this (int or (rows, cols)); 0 keeps native size.
+  config.data.native_shape = ()  # With image_size 0: pad/crop to this (rows, cols); () = pad.
+  config.data.synthetic_patients = 150  # Patients of the synthetic set (2 frames each).
+  config.data.synthetic_shape = (128, 128)  # Rendered size of synthetic frames.
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 8
+  config.train.learning_rate = 1e-3  # Paper: 1e-5 (see :paper).
+  config.train.optimizer = "adam"  # adam (Model 1) or adamw (Model 2).
+  config.train.weight_decay = 0.0  # Decoupled weight decay (AdamW, eq. 8).
+  config.train.max_epochs = 20  # Cap; the paper has none (early stopping ends its runs).
+  config.train.plateau_patience = 10  # Halve the learning rate after this many bad epochs.
+  config.train.plateau_factor = 0.5
+  config.train.early_stop_patience = 30  # Stop after this many epochs without improvement.
+  config.train.min_delta = 1e-3  # An improvement is a validation-Dice gain above this.
+  config.train.steps_per_call = 1  # Steps fused into one call by lax.scan (>1 helps on GPU only).
+  config.train.eval_batch_size = 16
+  config.train.data_parallel = True  # >1 device: split each batch over all (divisible).
+  config.train.compute_dtype = "float32"  # float32 or bfloat16 (parameters stay float32).
+
+  config.loss = ml_collections.ConfigDict()
+  # Registered loss terms (echokld.objectives.terms), summed with their weights: dice (eq. 7),
+  # kld (Models 4-5, eq. 3-6), recon and vae_kl (Model 3), dist_align (Models 6-7).
+  config.loss.terms = ("dice",)
+  config.loss.dice_eps = 1e-5  # Smoothing of eq. (7).
+  config.loss.dice_reduction = "batch"  # batch: eq. (7) over the mini-batch; image: per image.
+  config.loss.kld_weight = 0.1  # Models 4-7: weight of the distribution term (§3.3).
+  config.loss.kld_estimator = "alpha"  # kld term: alpha (Pearson III, Model 4) or kde (Model 5).
+  config.loss.kld_direction = "pred_gt"  # pred_gt: KL(P_pred || P_gt), eq. (3); or gt_pred.
+  config.loss.kld_pooling = "batch"  # batch: one distribution per mini-batch; image: per image.
+  config.loss.soft_threshold_temperature = 0.05  # Steepness of the sigmoid around 0.5.
+  config.loss.kde_bandwidth = 0.0  # 0 = Scott's rule on the effective sample size.
+  config.loss.num_bins = 256  # Intensity grid of the histograms (8-bit data).
+  config.loss.vae_recon_weight = 0.1  # Model 3: L2 reconstruction weight.
+  config.loss.vae_kl_weight = 0.1  # Model 3: KL(N(mu, sigma) || N(0, 1)) weight.
+
+  config.log = ml_collections.ConfigDict()
+  config.log.progress = True  # A progress bar per epoch.
+  config.log.tensorboard = True  # TensorBoard events when tensorboardX is installed.
+  config.profile_steps = ""  # "a,b": write a jax.profiler trace of steps a..b to the workdir.
+
+  if arg == "paper":
+    apply_paper_protocol(config)
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r} (expected '' or 'paper')")
+  return config
+
+
+def apply_paper_protocol(config: ml_collections.ConfigDict) -> None:
+  """The paper's training protocol (§3.3) at native resolution."""
+  config.data.image_size = 0
+  config.train.batch_size = 2
+  config.train.learning_rate = 1e-5
+  config.train.max_epochs = 1000
+  config.train.eval_batch_size = 4

@@ -1,0 +1,2 @@
+"""Inference: trained runs restored (runs), files segmented (segment), frames read and masks
+written in the input's own format (io)."""

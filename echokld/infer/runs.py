@@ -1,0 +1,225 @@
+"""Trained runs restored for inference: one run, an ensemble, or quality gating.
+
+  run = load_run(workdir); run.predict_probs(images); ensemble_probs(runs, images);
+  predict_masks(runs, frames) for frames of any size.
+
+Frames go through the run's own preprocessing (pipeline.preprocess_frame with the recorded
+image_shape and resize flag), the members' probabilities are averaged (or weighted per image
+by the member's Dice on the image's quality group: the paper's mixture of experts, §5), and
+the 0.5-thresholded mask is mapped back onto the frame (pipeline.undo_geometry).
+Nothing is unpickled: a run is read from its JSON files and orbax checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+
+from echokld import registry
+from echokld.cli import one_line
+from echokld.data import pipeline
+from echokld.errors import InputError
+from echokld.objectives import conditioning
+from echokld.train import build as build_lib
+from echokld.train import checkpoints
+from echokld.train import step as step_lib
+
+THRESHOLD = 0.5
+MAX_SCALE = 4.0  # Frames more than this many times larger or smaller than the model's are refused.
+GATINGS = ("mean", "quality")
+DEFAULT_BATCH_SIZE = 8
+
+
+def _read_json(path: str, required: bool = True) -> Any:
+  """A JSON file, None if it is optional and absent; InputError naming it otherwise."""
+  if not os.path.isfile(path):
+    if not required:
+      return None
+    raise InputError(os.path.dirname(path), f"not a run directory: "
+                     f"{os.path.basename(path)} is missing")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    raise InputError(path, f"unreadable JSON ({one_line(exc)})") from None
+
+
+class Run:
+  """A trained run restored for inference: its model, best parameters and preprocessing."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict,
+               preprocessing: dict, summary: dict | None, step: int, params: Any,
+               predict_fn: Any, batch_size: int):
+    self.workdir, self.config, self.preprocessing = workdir, config, preprocessing
+    self.summary, self.step, self.params = summary, step, params
+    self.batch_size = batch_size
+    self._predict = predict_fn
+    self.image_shape = tuple(int(v) for v in preprocessing["image_shape"])
+    self.resize = bool(preprocessing["resize"])
+
+  def __repr__(self) -> str:
+    return (f"Run({self.workdir!r}, model={self.config.model.name!r}, "
+            f"image_shape={self.image_shape}, resize={self.resize}, step={self.step})")
+
+  def predict_probs(self, images: np.ndarray) -> np.ndarray:
+    """LV probabilities (N, H, W) float32 of preprocessed uint8 frames (N, H, W).
+
+    Frames go to the device in chunks of exactly `batch_size` (the last one zero-padded),
+    so every call reuses one compiled program.
+    """
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[1:] != self.image_shape or images.dtype != np.uint8:
+      raise ValueError(f"expected uint8 frames of shape (N, {self.image_shape[0]}, "
+                       f"{self.image_shape[1]}), got {images.dtype} {images.shape}")
+    out = np.empty(images.shape, np.float32)
+    for start in range(0, len(images), self.batch_size):
+      chunk = images[start:start + self.batch_size]
+      padded = np.zeros((self.batch_size,) + self.image_shape, np.uint8)
+      padded[:len(chunk)] = chunk
+      out[start:start + len(chunk)] = np.asarray(self._predict(self.params, padded))[:len(chunk)]
+    return out
+
+  def quality_dice(self, quality: str | None) -> float | None:
+    """The run's Dice on `quality` frames (summary val, else test, by_quality), if recorded."""
+    if quality is None or not isinstance(self.summary, dict):
+      return None
+    for split in ("val", "test"):
+      groups = (self.summary.get(split) or {}).get("by_quality") or {}
+      dice = (groups.get(quality) or {}).get("dice")
+      if isinstance(dice, (int, float)) and np.isfinite(dice):
+        return float(dice)
+    return None
+
+
+def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Run:
+  """Restores a run directory's best checkpoint (JSON and orbax only; nothing unpickled)."""
+  workdir = os.fspath(workdir)
+  if not os.path.isdir(workdir):
+    raise InputError(workdir, "run directory does not exist")
+  config_dict = _read_json(os.path.join(workdir, "config.json"))
+  prep_path = os.path.join(workdir, "preprocessing.json")
+  preprocessing = _read_json(prep_path)
+  if not isinstance(config_dict, dict) or not isinstance(preprocessing, dict):
+    raise InputError(workdir, "config.json and preprocessing.json must hold JSON objects")
+  config = ml_collections.ConfigDict(registry.upgrade(config_dict))
+  summary = _read_json(os.path.join(workdir, "summary.json"), required=False)
+  try:
+    image_shape = tuple(int(v) for v in preprocessing["image_shape"])
+    bool(preprocessing["resize"])
+    assert len(image_shape) == 2 and min(image_shape) > 0
+  except (KeyError, TypeError, ValueError, AssertionError):
+    raise InputError(prep_path, "needs image_shape [rows, cols] and resize") from None
+  reference = preprocessing.get("dist_reference")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise InputError(workdir, "no checkpoint: the checkpoints/ folder is missing")
+  try:
+    if conditioning.needs_reference(config) and reference is None:
+      raise InputError(prep_path, f"model {config.model.name} needs dist_reference")
+    setup = build_lib.build(config, image_shape, reference, abstract=True)
+  except (AttributeError, KeyError, TypeError, ValueError) as exc:
+    raise InputError(os.path.join(workdir, "config.json"),
+                     f"unusable config ({type(exc).__name__}: {one_line(exc)})") from None
+  manager = checkpoints.make_manager(ckpt_dir)
+  try:
+    step = manager.best_step()
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise InputError(ckpt_dir, "no checkpoint in this folder")
+    try:
+      params = checkpoints.restore(manager, step, setup.state).params
+    except Exception as exc:  # orbax raises many types for a damaged or foreign checkpoint.
+      raise InputError(os.path.join(ckpt_dir, str(step)), f"cannot restore checkpoint "
+                       f"({type(exc).__name__}: {one_line(exc)})") from None
+  finally:
+    manager.close()
+  predict = step_lib.make_predict(setup.model, config, batch_size)
+
+  def predict_fn(params, images):
+    return predict(params, images, setup.reference)
+
+  return Run(workdir, config, preprocessing, summary, step, params, predict_fn, batch_size)
+
+
+def check_compatible(runs: Sequence[Run]) -> tuple[tuple[int, int], bool]:
+  """The (image_shape, resize) all members share; an ensemble needs one preprocessing."""
+  if not runs:
+    raise ValueError("no runs")
+  first = runs[0]
+  for run in runs[1:]:
+    if (run.image_shape, run.resize) != (first.image_shape, first.resize):
+      raise InputError(run.workdir, f"preprocessing (image_shape {list(run.image_shape)}, "
+                       f"resize {run.resize}) differs from {first.workdir} (image_shape "
+                       f"{list(first.image_shape)}, resize {first.resize}); an ensemble "
+                       "needs one")
+  return first.image_shape, first.resize
+
+
+def quality_weights(runs: Sequence[Run], qualities: Sequence[str | None]) -> np.ndarray:
+  """(N, M) member weights per image: Dice on the image's quality group, normalised.
+
+  An image of unknown quality, or a group some member has no Dice for, gets equal weights.
+  """
+  weights = np.ones((len(qualities), len(runs)), np.float64)
+  for i, quality in enumerate(qualities):
+    dice = [run.quality_dice(quality) for run in runs]
+    if all(d is not None and d >= 0 for d in dice) and sum(dice) > 0:
+      weights[i] = dice
+  return weights / weights.sum(axis=1, keepdims=True)
+
+
+def ensemble_probs(runs: Sequence[Run], images: np.ndarray,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+  """Mean of the members' probabilities (N, H, W), or their per-image weighted mean."""
+  probs = np.stack([run.predict_probs(images) for run in runs], axis=1)  # (N, M, H, W)
+  if weights is None:
+    return probs.mean(axis=1)
+  weights = np.asarray(weights, np.float64)
+  if weights.shape != probs.shape[:2]:
+    raise ValueError(f"weights of shape {weights.shape}, expected {probs.shape[:2]}")
+  weights = weights / weights.sum(axis=1, keepdims=True)
+  return np.einsum("nm,nmhw->nhw", weights, probs).astype(np.float32)
+
+
+def prepare(image: np.ndarray, image_shape: tuple[int, int], resize: bool,
+            spacing_mm: tuple[float, float] | None = None, where: str = "frame"
+            ) -> tuple[np.ndarray, pipeline.Geometry]:
+  """The frame as training saw it (uint8, model shape) and the geometry to undo it."""
+  image = np.asarray(image)
+  if image.ndim != 2:
+    raise InputError(where, f"expected a 2-D frame, got array shape {image.shape}")
+  (h, w), (rows, cols) = image.shape, image_shape
+  if (h > MAX_SCALE * rows or w > MAX_SCALE * cols or h * MAX_SCALE < rows or
+      w * MAX_SCALE < cols):
+    raise InputError(where, f"frame size {h}x{w} is far outside the model's {rows}x{cols} "
+                     f"(over {MAX_SCALE:g}x larger or smaller)")
+  canvas, _, geometry = pipeline.preprocess_frame(image, None, image_shape, resize,
+                                                  spacing_mm, where)
+  return canvas, geometry
+
+
+def member_weights(runs: Sequence[Run], qualities: Sequence[str | None] | None,
+             gating: str) -> np.ndarray | None:
+  if gating not in GATINGS:
+    raise ValueError(f"unknown gating {gating!r} ({', '.join(GATINGS)})")
+  if gating == "quality" and qualities is not None:
+    return quality_weights(runs, qualities)
+  return None
+
+
+def predict_masks(runs: Sequence[Run], images: Sequence[np.ndarray],
+                  qualities: Sequence[str | None] | None = None,
+                  gating: str = "mean") -> list[np.ndarray]:
+  """0/1 uint8 LV masks of frames of any size (rows = depth), in each frame's geometry."""
+  shape, resize = check_compatible(runs)
+  prepared = [prepare(image, shape, resize, where=f"image {i}")
+              for i, image in enumerate(images)]
+  if not prepared:
+    return []
+  probs = ensemble_probs(runs, np.stack([c for c, _ in prepared]),
+                         member_weights(runs, qualities, gating))
+  return [pipeline.undo_geometry(p > THRESHOLD, g) for p, (_, g) in zip(probs, prepared)]

@@ -1,0 +1,1 @@
+"""Networks: layers of the shared backbone, registered heads, the segmentation model."""

@@ -1,0 +1,1 @@
+"""What the models optimise: Dice, intensity-distribution terms, VAE terms, conditioning."""

@@ -1,0 +1,9 @@
+"""The paper's study: sweeps of runs, their loading and statistics, reports and panels.
+
+  sweep     models x seeds x quality groups, resumable and shardable
+  stats     loading finished runs; Wilcoxon, Holm, ranks, bootstrap
+  report    one training group's report (the paper's Tables 1-8, Figures 5-14)
+  overview  the quality groups side by side
+  panels    qualitative panels of every model's contour
+  markdown  shared formatting
+"""

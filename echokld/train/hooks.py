@@ -1,0 +1,111 @@
+"""What happens around the steps: the loop calls hooks, in order, at fixed points.
+
+  before_chunk(step, length) / after_chunk(step_end, states)   around each device call
+  end_epoch(run, state, row)    once per run and epoch, after validation
+  close()                       when training ends
+
+A hook that raises RunDiverged in end_epoch takes its run out of training (the later
+hooks of that epoch do not run, so nothing non-finite is written or saved).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from echokld.errors import InputError
+
+
+class RunDiverged(Exception):
+  """A run's loss or parameters became non-finite; the message says where."""
+
+
+class Hook:
+  """Base class: every method is optional."""
+
+  def before_chunk(self, step: int, length: int) -> None:
+    pass
+
+  def after_chunk(self, step_end: int, states: Any) -> None:
+    pass
+
+  def end_epoch(self, run: Any, state: Any, row: dict[str, Any]) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+class NanGuard(Hook):
+  """Stops a run whose loss or parameters became non-finite, before anything is saved."""
+
+  def end_epoch(self, run, state, row):
+    if "nonfinite_step" in row:
+      raise RunDiverged(f"loss became {row['nonfinite_value']} at step {row['nonfinite_step']}"
+                        f" (epoch {row['epoch']}); the last good checkpoint is kept in "
+                        f"{run.file('checkpoints')}")
+    if not bool(_all_finite(state.params)):
+      raise RunDiverged(f"parameters became non-finite in epoch {row['epoch']}; the last good "
+                        f"checkpoint is kept in {run.file('checkpoints')}")
+
+
+class WriteMetrics(Hook):
+  """Appends the epoch's row to metrics.jsonl (and TensorBoard)."""
+
+  def end_epoch(self, run, state, row):
+    run.writer.write(row)
+
+
+class SaveCheckpoint(Hook):
+  """Saves the epoch's state; the manager keeps the latest and the best."""
+
+  def end_epoch(self, run, state, row):
+    run.save(row["epoch"], state, row["val_dice"])
+
+
+class PrintEpoch(Hook):
+  """One console line per run and epoch (prefixed by the run's label, e.g. its seed)."""
+
+  def end_epoch(self, run, state, row):
+    prefix = f"{run.label}  " if run.label else ""
+    print(f"{prefix}epoch {row['epoch']:3d}  train loss {row['train_total']:.4f}  val Dice "
+          f"{row['val_dice']:.4f}  lr {row['learning_rate']:.2e}  "
+          f"{row['epoch_seconds']:.1f}s", flush=True)
+
+
+class Profile(Hook):
+  """Writes a jax.profiler trace of the chunks that cover steps a..b (config.profile_steps)."""
+
+  def __init__(self, spec: str, logdir: str):
+    self.logdir, self.active, self.range = logdir, False, None
+    if spec:
+      try:
+        self.range = tuple(int(v) for v in str(spec).split(","))
+        assert len(self.range) == 2
+      except (ValueError, AssertionError):
+        raise InputError("config.profile_steps", f"expected 'a,b', got {spec!r}") from None
+
+  def before_chunk(self, step, length):
+    if self.range and not self.active and step + length >= self.range[0] and \
+        step < self.range[1]:
+      jax.profiler.start_trace(self.logdir)
+      self.active = True
+
+  def after_chunk(self, step_end, states):
+    if self.active and step_end >= self.range[1]:
+      jax.block_until_ready(states)
+      jax.profiler.stop_trace()
+      self.active, self.range = False, None
+
+  def close(self):
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False

@@ -1,0 +1,96 @@
+"""The training state and what moves it between epochs: optimizer, plateau, early stopping.
+
+Everything is a pure function of a TrainState: the plateau, the best checkpoint's bookkeeping
+and early stopping live inside the state, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from echokld.nn.model import DIST_DIM
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+  """All that training carries; a plain pytree, so it checkpoints, vmaps and shards."""
+
+  step: Array
+  epoch: Array  # Epochs completed.
+  params: Any
+  opt_state: Any
+  plateau: Any  # optax.contrib.reduce_on_plateau state (learning-rate scale).
+  rng: Array  # Raw uint32 key; per-step keys are folded in from `step`.
+  best_dice: Array  # Best validation Dice so far and its epoch (the best checkpoint).
+  best_epoch: Array
+  stop_ref: Array  # Reference Dice of early stopping (moves only on > min_delta gains).
+  bad_epochs: Array  # Epochs since the last > min_delta gain.
+  stopped: Array  # Early stopping has fired.
+
+
+def make_optimizer(train_config: Any) -> optax.GradientTransformation:
+  """Adam (Model 1) or AdamW with decoupled weight decay (Model 2, eq. 8-10)."""
+  if train_config.optimizer == "adam":
+    return optax.inject_hyperparams(optax.adam)(learning_rate=train_config.learning_rate)
+  if train_config.optimizer == "adamw":
+    return optax.inject_hyperparams(optax.adamw)(learning_rate=train_config.learning_rate,
+                                                 weight_decay=train_config.weight_decay)
+  raise ValueError(f"unknown optimizer {train_config.optimizer!r} (adam, adamw)")
+
+
+def make_plateau(train_config: Any) -> optax.GradientTransformationExtraArgs:
+  """The paper's halving after `patience` epochs without a validation gain > min_delta.
+
+  optax's plateau is min-mode, so it is fed 1 - val_dice; atol=min_delta, rtol=0 is the
+  paper's absolute threshold. It reduces at the patience-th bad epoch (Keras semantics).
+  """
+  return optax.contrib.reduce_on_plateau(factor=train_config.plateau_factor,
+                                         patience=train_config.plateau_patience,
+                                         rtol=0.0, atol=train_config.min_delta)
+
+
+def create_train_state(model: Any, tx: optax.GradientTransformation, plateau: Any,
+                       seed: int, image_shape: tuple[int, int],
+                       dist_dim: int = DIST_DIM) -> TrainState:
+  init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+  dummy = jnp.zeros((1,) + tuple(image_shape) + (1,), jnp.float32)
+  params = model.init(init_key, dummy, jnp.zeros((1, dist_dim)), rng=init_key)["params"]
+  return TrainState(step=jnp.int32(0), epoch=jnp.int32(0), params=params,
+                    opt_state=tx.init(params), plateau=plateau.init(params), rng=state_key,
+                    best_dice=jnp.float32(-1.0), best_epoch=jnp.int32(0),
+                    stop_ref=jnp.float32(-1.0), bad_epochs=jnp.int32(0),
+                    stopped=jnp.bool_(False))
+
+
+def learning_rate(state: TrainState) -> Array:
+  return state.opt_state.hyperparams["learning_rate"]
+
+
+def make_end_epoch(plateau: Any, train_config: Any) -> Callable:
+  """Returns jit(end_epoch)(state, val_dice): plateau, best and early-stopping bookkeeping."""
+
+  @jax.jit
+  def end_epoch(state: TrainState, val_dice: Array) -> TrainState:
+    _, plateau_state = plateau.update(updates={}, state=state.plateau, value=1.0 - val_dice)
+    opt_state = state.opt_state
+    opt_state.hyperparams["learning_rate"] = (train_config.learning_rate *
+                                              plateau_state.scale)
+    epoch = state.epoch + 1
+    better = val_dice > state.best_dice
+    gained = val_dice > state.stop_ref + train_config.min_delta
+    bad = jnp.where(gained, 0, state.bad_epochs + 1)
+    return state.replace(
+        epoch=epoch, opt_state=opt_state, plateau=plateau_state,
+        best_dice=jnp.where(better, val_dice, state.best_dice),
+        best_epoch=jnp.where(better, epoch, state.best_epoch),
+        stop_ref=jnp.where(gained, val_dice, state.stop_ref), bad_epochs=bad,
+        stopped=state.stopped | (bad >= train_config.early_stop_patience))
+
+  return end_epoch

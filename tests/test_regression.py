@@ -1,0 +1,50 @@
+"""The numbers of the seven models and of a replica group, recorded before the package layout
+change (tests/data/two_epoch_numbers.json), still come out of today's code.
+
+Each run is the tiny config trained for 2 epochs. On the machine that recorded them today's
+code gives them bit for bit; the tolerances only admit what another CPU's float path may
+change (summation order), never a change of behaviour (which moves the losses by > 1e-3).
+A deliberate change of a model's numbers updates its entry, and says so in the commit.
+"""
+
+import json
+import os
+
+import pytest
+
+from conftest import tiny_config
+from echokld.train import loop
+
+RECORDED = json.load(open(os.path.join(os.path.dirname(__file__), "data",
+                                       "two_epoch_numbers.json")))["runs"]
+LOSS_RTOL = 1e-4  # Train losses are smooth in the parameters.
+DICE_ATOL = 2e-3  # Hard Dice moves by whole pixels (~4e-4 each on these validation frames).
+
+
+def rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def assert_recorded(name, workdir, summary):
+  want = RECORDED[name]
+  got = rows(workdir)
+  assert [r["train_total"] for r in got] == pytest.approx(want["train_total"], rel=LOSS_RTOL)
+  assert [r["val_dice"] for r in got] == pytest.approx(want["val_dice"], abs=DICE_ATOL)
+  assert summary["val"]["best_dice"] == pytest.approx(want["best_val"], abs=DICE_ATOL)
+  assert summary["test"]["dice"] == pytest.approx(want["test_dice"], abs=DICE_ATOL)
+
+
+@pytest.mark.parametrize("model", ["dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae",
+                                   "bd_vae"])
+def test_each_model_gives_its_recorded_two_epoch_numbers(model, tmp_path):
+  summary = loop.train_and_evaluate(tiny_config(model, **{"train.max_epochs": 2}),
+                                    str(tmp_path))
+  assert_recorded(model, str(tmp_path), summary)
+
+
+def test_a_two_seed_group_gives_its_recorded_numbers(tmp_path):
+  workdirs = [str(tmp_path / f"seed{s}") for s in (0, 1)]
+  summaries = loop.train(tiny_config("dice", **{"train.max_epochs": 2}), workdirs, (0, 1))
+  for seed, workdir, summary in zip((0, 1), workdirs, summaries):
+    assert_recorded(f"dice_group_seed{seed}", workdir, summary)
