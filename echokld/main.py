@@ -10,6 +10,7 @@ an unwritable workdir) ends with one line on stderr naming the culprit and exit 
 from __future__ import annotations
 
 import os
+import re
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -34,16 +35,28 @@ flags.DEFINE_integer("num_processes", None, "Processes of the run (implies --dis
 flags.DEFINE_integer("process_id", None, "This process's index (implies --distributed).")
 
 
-def _override_naming(name: str, argv: list[str]) -> str:
-  """The --config.<key> argument whose key contains `name` (to say which one is unknown)."""
-  for arg in argv:
-    if arg.startswith("--config.") and name in arg.split("=", 1)[0].split("."):
-      return arg.split("=", 1)[0][len("--config."):]
-  return name
+def _unknown_key(exc: Exception, argv: list[str]) -> str:
+  """'unknown config key ...' for ml_collections' KeyError/AttributeError on an override."""
+  text = str(exc.args[0]) if exc.args else ""
+  name = re.findall(r"[\w.]+", text)[0] if re.findall(r"[\w.]+", text) else "?"
+  key = next((a.split("=", 1)[0][len("--config."):] for a in argv
+              if a.startswith("--config.") and name in a.split("=", 1)[0].split(".")), name)
+  hint = re.search(r'Did you mean "([^"]+)"', text)
+  return f"unknown config key {key!r}" + (f" (did you mean {hint[1]!r}?)" if hint else "")
+
+
+def _flag_error(exc: Exception, config_arg: str) -> str:
+  """One line of an absl flag error; for a config file that raised, its own last line."""
+  text = str(exc)
+  if "Traceback" in text:
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return f"--config={config_arg}: {lines[-1]}"
+  return text.splitlines()[0] if text else repr(exc)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags, turning absl/ml_collections errors into one line and exit code 2."""
+  given = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
   try:
     argv = cli.rewrite_config_flag(argv)
   except InputError as exc:
@@ -52,10 +65,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
     config = FLAGS.config  # Loads the file now, so its errors surface here.
   except flags.Error as exc:
-    cli.fail(str(exc).splitlines()[0] if str(exc) else repr(exc))
+    cli.fail(_flag_error(exc, given))
   except (KeyError, AttributeError) as exc:
-    name = str(exc.args[0]).strip("'\"") if exc.args else ""
-    cli.fail(f"unknown config key {_override_naming(name, argv)!r}")
+    cli.fail(_unknown_key(exc.args[0] if exc.args and isinstance(exc.args[0], Exception)
+                          else exc, argv))
   except (ValueError, TypeError, OSError, SyntaxError) as exc:
     cli.fail(f"--config: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
   if config is None:
@@ -96,12 +109,10 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   init_distributed()
-  from echokld import registry
   from echokld.errors import TrainingDiverged
   from echokld.train import loop  # Imported after flag parsing: it pulls in JAX.
   logging.set_verbosity(logging.WARNING)
   try:
-    registry.check_consistent(FLAGS.config)
     seeds = cli.parse_seeds(FLAGS.seeds) if FLAGS.seeds else None
     loop.train(FLAGS.config, workdirs(seeds), seeds, FLAGS.replica_mode)
   except InputError as exc:

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from echokld import config_check
 from echokld.data import pipeline
 from echokld.data.pool import Pool
 from echokld.errors import InputError, TrainingDiverged
@@ -165,6 +166,7 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
   A run whose loss or parameters become non-finite leaves training (its last good
   checkpoint is kept); the others finish, then TrainingDiverged names it.
   """
+  config_check.check(config)
   seeds = [config.seed] if seeds is None else [int(s) for s in seeds]
   _check_group(config, seeds, workdirs, mode)
   members, image_shape = _members(config, workdirs, seeds)

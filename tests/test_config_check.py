@@ -1,0 +1,89 @@
+"""Every config value checked before any work: one line naming the field, exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, tiny_config
+from echokld import config_check, registry
+from echokld.errors import InputError
+
+
+@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("arg", ["", "paper"])
+def test_every_packaged_config_passes(name, arg):
+  config_check.check(registry.load_config(f"{name}:{arg}" if arg else name))
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("train.optimizer", "sgd", "'sgd' is not one of 'adam', 'adamw'"),
+    ("train.batch_size", 0, "0 is not an integer >= 1"),
+    ("train.learning_rate", -1.0, "-1.0 is not a number in (0, 10]"),
+    ("train.learning_rate", float("nan"), "nan is not a number"),
+    ("data.val_fraction", 1.0, "1.0 is not a number in [0, 1)"),
+    ("data.image_size", 8, "8 is not 0 (native size)"),
+    ("data.qualities", ("Good", "Bad"), "is not a list without repeats of 'Good'"),
+    ("loss.terms", ("dice", "nope"), "is not a list without repeats of"),
+    ("model.heads", ("vae", "vae"), "is not a list without repeats"),
+    ("profile_steps", "5,2", "'' or 'a,b' with a <= b"),
+])
+def test_bad_values_name_the_field(key, value, fragment):
+  config = tiny_config(**{"model.name": "custom", key: value})
+  with pytest.raises(InputError, match=None) as info:
+    config_check.check(config)
+  assert str(info.value).startswith(f"config.{key}: ")
+  assert fragment in str(info.value)
+
+
+def test_groups_must_divide_the_first_level_filters():
+  with pytest.raises(InputError, match="config.model.num_groups: 3 groups do not divide"):
+    config_check.check(tiny_config(**{"model.num_groups": 3}))
+
+
+def test_a_model_name_with_another_models_switches_is_refused():
+  config = tiny_config("dice", **{"model.name": "kld_alpha"})
+  with pytest.raises(InputError, match=r"config.loss.terms: \('dice',\) does not match model "
+                                       r"'kld_alpha' \(KLD-alpha\)"):
+    config_check.check(config)
+
+
+def run_main(*args):
+  return subprocess.run([sys.executable, "-m", "echokld.main", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--config=dice", "--config.train.optimizer=sgd"],
+     "error: config.train.optimizer: 'sgd' is not one of 'adam', 'adamw'"),
+    (["--config=dice:papr"],
+     "error: --config=dice:papr: ValueError: unknown config argument 'papr' (expected '' "
+     "or 'paper')"),
+    (["--config=dice", "--config.train.max_epoch=3"],
+     "error: unknown config key 'train.max_epoch' (did you mean 'max_epochs'?)"),
+    (["--config=dice", "--config.model.name=vae"],
+     "error: config.model.heads: () does not match model 'vae' (VAE), which has ('vae',); "
+     "set --config.model.name to a new name for another model"),
+    (["--config=nosuchmodel"],
+     "error: nosuchmodel: no such config file, and no packaged config of that name "
+     f"(packaged: base, {', '.join(registry.names())})"),
+])
+def test_cli_rejects_in_one_line_with_exit_2_and_writes_nothing(args, line, tmp_path):
+  done = run_main(*args, f"--workdir={tmp_path / 'run'}")
+  assert done.returncode == 2, done.stderr
+  assert done.stderr.strip().splitlines() == [line]
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--shard=abc", "--shard: expected i/n"), ("--shard=2/2", "--shard: expected 0 <= i < n"),
+    ("--models=dcie", "--models: unknown model 'dcie'"), ("--seeds=1,1", "--seeds: expected"),
+    ("--groups=Bad", "--groups: unknown group 'Bad'"),
+])
+def test_sweep_flags_are_checked_before_any_run(flag, fragment, tmp_path):
+  done = subprocess.run([sys.executable, "-m", "echokld.sweep", f"--out={tmp_path / 's'}",
+                         flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2, done.stderr
+  lines = done.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+  assert not (tmp_path / "s").exists()
