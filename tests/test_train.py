@@ -111,3 +111,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
   monkeypatch.setattr(loss_terms, "total_loss", real)
   summary = loop.train_and_evaluate(tiny_config(**{"train.max_epochs": 2}), workdir)
   assert summary["epochs"] == 2 and np.isfinite(summary["test"]["dice"])
+
+
+def test_the_console_says_resumed_and_already_finished(tmp_path):
+  workdir = tmp_path / "run"
+  first = cli("--config.train.max_epochs=1", workdir=workdir)
+  assert first.returncode == 0, first.stderr
+  lines = first.stdout.splitlines()
+  assert lines[0].startswith("Dice (dice): ") and " parameters, frames 32x32, 1 run on 1 of " \
+      in lines[0] and "cpu device(s)" in lines[0], lines[0]
+  assert not any("resumed" in l or "already finished" in l for l in lines)
+  again = cli("--config.train.max_epochs=2", workdir=workdir)
+  assert again.returncode == 0, again.stderr
+  assert f"resumed {workdir} from epoch 1 of at most 2" in again.stdout
+  assert [l.split()[1] for l in again.stdout.splitlines() if l.startswith("epoch")] == ["2"]
+  done = cli("--config.train.max_epochs=2", workdir=workdir)
+  assert done.returncode == 0, done.stderr
+  assert f"{workdir} is already finished at epoch 2 (max_epochs 2)" in done.stdout
+  assert not [l for l in done.stdout.splitlines() if l.startswith("epoch")]

@@ -124,9 +124,25 @@ def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
     run.write_split(split_cases)
     run.write_preprocessing(image_shape, c, reference)
     setup = dataclasses.replace(setup, state=run.resume(setup.state))
+    _say_where(run, setup.state, c)
     members.append(Member(c, run, splits, setup, len(train) // batch,
                           jax.random.PRNGKey(c.seed + 1)))
   return members, image_shape
+
+
+def _say_where(run: RunDir, state: Any, config: Any) -> None:
+  """Tells whether the run starts, resumes, or is already finished (then only tested)."""
+  prefix = f"{run.label}: " if run.label else ""
+  epoch = int(state.epoch)
+  if epoch == 0:
+    return
+  if bool(state.stopped) or epoch >= config.train.max_epochs:
+    why = "stopped early" if bool(state.stopped) else f"max_epochs {config.train.max_epochs}"
+    print(f"{prefix}{run.path} is already finished at epoch {epoch} ({why}); testing its "
+          f"best checkpoint (epoch {int(state.best_epoch)})", flush=True)
+  else:
+    print(f"{prefix}resumed {run.path} from epoch {epoch} of at most "
+          f"{config.train.max_epochs}", flush=True)
 
 
 class _EpochTerms:
@@ -173,6 +189,11 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
   size, batch = len(members), config.train.batch_size
   placement = mesh.setup(config.train)
   first = members[0].setup
+  devices = jax.devices()
+  print(f"{config.model.display_name} ({config.model.name}): {first.num_params:,} parameters, "
+        f"frames {image_shape[0]}x{image_shape[1]}, {size} run{'s' if size > 1 else ''} on "
+        f"{placement.num_devices} of {len(devices)} {devices[0].platform} device(s) "
+        f"({devices[0].device_kind})", flush=True)
   pool = Pool()
   for m in members:
     m.train_index = pool.add(m.splits["train"])
