@@ -38,7 +38,8 @@ def test_smoke_study_writes_every_table_and_figure(tmp_path):
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-2000:]
   runs = tmp_path / "runs"
-  assert sorted(os.listdir(runs)) == sorted(f"{model}_Poor_seed0" for model in MODELS)
+  assert sorted(os.listdir(runs)) == sorted([f"{model}_Poor_seed0" for model in MODELS] +
+                                            ["sweep.json"])
   for model in MODELS:
     assert os.path.exists(runs / f"{model}_Poor_seed0" / "summary.json"), model
 
