@@ -53,10 +53,23 @@ def test_mhd_of_shifted_square_is_the_shift():
   assert metrics.contour_distances(a, a)["mhd"] == 0.0
 
 
-def test_empty_prediction_gives_nan_distances_and_zero_dice():
-  truth = disk((20, 20), (10, 10), 4)
-  m = metrics.frame_metrics(np.zeros_like(truth), truth, (0.5, 0.5))
-  assert m["dice"] == 0.0 and np.isnan(m["mhd_px"]) and np.isnan(m["mhd_mm"])
+def test_empty_prediction_scores_the_worst_distance_and_zero_dice():
+  truth = disk((20, 30), (10, 10), 4)
+  m = metrics.frame_metrics(np.zeros_like(truth), truth, (0.5, 0.2))
+  assert m["dice"] == 0.0 and m["recall"] == 0.0 and m["precision"] == 0.0
+  assert m["empty"] == 1.0 and m["components"] == 0.0 and m["holes"] == 0.0
+  assert np.isnan(m["contour_ratio"])
+  diagonal = np.hypot(19, 29)  # Corner pixel centres (0, 0) and (19, 29).
+  assert m["mhd_px"] == m["hd95_px"] == pytest.approx(diagonal)
+  assert m["mhd_mm"] == pytest.approx(np.hypot(19 * 0.5, 29 * 0.2))
+  # No prediction can score a larger distance: the diagonal bounds every pixel pair.
+  far = np.zeros_like(truth); far[19, 29] = True
+  assert metrics.frame_metrics(far, truth, None)["mhd_px"] < diagonal
+  # A prediction on an empty truth is scored alike; two empty masks agree perfectly.
+  m = metrics.frame_metrics(truth, np.zeros_like(truth), None)
+  assert m["dice"] == 0.0 and m["empty"] == 0.0 and m["mhd_px"] == pytest.approx(diagonal)
+  m = metrics.frame_metrics(np.zeros_like(truth), np.zeros_like(truth), None)
+  assert m["dice"] == 1.0 and m["mhd_px"] == 0.0 and m["hd95_px"] == 0.0
 
 
 def test_mm_distances_scale_with_isotropic_spacing():
@@ -73,3 +86,30 @@ def test_soft_dice_loss_eq7_hand_computed():
   assert float(dice_lib.soft_dice_loss(probs, target)) == pytest.approx(expected, rel=1e-6)
   perfect = float(dice_lib.soft_dice_loss(target, target))
   assert perfect == pytest.approx(0.0, abs=1e-6)
+
+
+def test_summary_counts_empty_fragmented_and_holed_predictions_in_every_mean():
+  from echokld.evaluation import test_set
+  truth = disk((20, 20), (10, 10), 5)
+  ring = disk((20, 20), (10, 10), 6) & ~disk((20, 20), (10, 10), 2)
+  two = disk((20, 20), (10, 10), 5) | disk((20, 20), (1, 18), 1)
+  preds = {"a": truth, "b": np.zeros_like(truth), "c": ring, "d": two}
+  rows = [dict(case=k, quality="Good" if k in "ab" else "Poor",
+               **metrics.frame_metrics(p, truth, None)) for k, p in preds.items()]
+  s = test_set.summarize(rows)
+  assert s["frames"] == 4 and s["empty_predictions"] == 1
+  assert s["fragmented_predictions"] == 1 and s["predictions_with_holes"] == 1
+  # The empty frame counts in the means: Dice 0 and the diagonal for the distances.
+  assert s["dice"] == pytest.approx(np.mean([r["dice"] for r in rows]))
+  assert s["mhd_px"] == pytest.approx(np.mean([r["mhd_px"] for r in rows]))
+  assert rows[1]["mhd_px"] == pytest.approx(np.hypot(19, 19))
+  # The contour ratio has no value for an empty mask: its mean is over the other three.
+  assert s["contour_ratio"] == pytest.approx(np.mean([rows[i]["contour_ratio"]
+                                                      for i in (0, 2, 3)]))
+  assert s["components"] == pytest.approx(1.0)  # (1 + 0 + 1 + 2) / 4
+  assert s["by_quality"]["Good"]["empty_predictions"] == 1
+  assert s["by_quality"]["Poor"]["frames"] == 2
+  assert s["by_quality"]["Poor"]["holes"] == pytest.approx(0.5)
+  # Rows of runs written before `empty` existed: an empty prediction had NaN distances.
+  old = {"mhd_px": float("nan")}
+  assert test_set.is_empty(old) and not test_set.is_empty({"mhd_px": 3.0})

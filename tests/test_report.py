@@ -22,6 +22,8 @@ SEEDS = (0, 1)
 QUALITIES = ("Good", "Medium", "Poor")
 BASE = {"Good": 0.9, "Medium": 0.85, "Poor": 0.75}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DIAGONAL = float(np.hypot(31, 31))  # Of a 32x32 frame.
+HOST_PEAK = {"dice": 1.5e9, "kld_alpha": 2.5e9, "vae": 3.0e9}  # Per model, seed 0; +1e8 seed 1.
 
 
 def fake_cases(seed):
@@ -35,21 +37,27 @@ def fake_rows(model, seed):
   for case in fake_cases(seed):
     quality = QUALITIES[int(case[1:]) % 3]
     dice = float(np.clip(BASE[quality] + MODELS[model] + rng.normal(0, 0.03), 0, 1))
-    if model == "vae" and seed == 0 and case == "c05":  # An empty prediction.
-      rows.append(dict(case=case, quality=quality, dice=0.0, recall=0.0,
-                       precision=float("nan"), mhd_px=float("nan"), mhd_mm=float("nan"),
-                       hd95_px=float("nan")))
+    if model == "vae" and seed == 0 and case == "c05":  # An empty prediction (metrics.py).
+      rows.append(dict(case=case, quality=quality, dice=0.0, recall=0.0, precision=0.0,
+                       mhd_px=DIAGONAL, mhd_mm=0.3 * DIAGONAL, hd95_px=DIAGONAL, empty=1.0,
+                       components=0.0, holes=0.0, contour_ratio=float("nan"),
+                       truth_contour_ratio=1.04))
       continue
     mhd = 20 * (1 - dice) + rng.uniform(0, 1)
     rows.append(dict(case=case, quality=quality, dice=dice, recall=min(1.0, dice + 0.02),
-                     precision=dice - 0.01, mhd_px=mhd, mhd_mm=0.3 * mhd, hd95_px=2 * mhd))
+                     precision=dice - 0.01, mhd_px=mhd, mhd_mm=0.3 * mhd, hd95_px=2 * mhd,
+                     empty=0.0, components=float(1 + (rng.uniform() < 0.3)),
+                     holes=float(rng.uniform() < 0.2 + 0.2 * (model == "vae")),
+                     contour_ratio=1.05 + 0.1 * rng.uniform() + 0.05 * (model == "vae"),
+                     truth_contour_ratio=1.04))
   return rows
 
 
-def write_run(workdir, model, seed, epochs=4, finished=True, rows=None):
+def write_run(workdir, model, seed, epochs=4, finished=True, rows=None, config=None,
+              memory=True):
   os.makedirs(workdir)
   with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump({"seed": seed, "model": {"name": model}}, f)
+    json.dump(config or {"seed": seed, "model": {"name": model}}, f)
   writer = writers.MetricWriter(workdir, tensorboard=False)
   for epoch in range(1, epochs + 1):
     seconds = 30.0 + epoch + (5 if model == "vae" else 0)
@@ -67,6 +75,10 @@ def write_run(workdir, model, seed, epochs=4, finished=True, rows=None):
              "train_seconds": 130.0, "train_images_per_second": 1.25,
              "val": {"best_dice": 0.5 + 0.1 * epochs, "best_epoch": epochs},
              "test": evaluate.summarize(rows)}
+  if memory:
+    summary["memory"] = {"host_peak_bytes": HOST_PEAK[model] + 1e8 * seed,
+                         "device_peak_bytes": None if model == "dice" else 4e8 + seed,
+                         "device_platform": "gpu"}
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
 
@@ -151,6 +163,79 @@ def test_csv_headers_and_rows(report):
   assert header[:3] == ["model", "runs", "seconds_per_epoch"]
   assert float(rows[0][2]) == pytest.approx(np.mean([32, 33, 34]))  # Epoch 1 left out.
   assert rows[0][5] == "1506689"
+
+
+def test_shape_tables_count_and_average_the_pooled_rows(report):
+  header, rows = read_csv(report / "shape_all.csv")
+  assert header == ["model", "frames", "empty_predictions", "fragmented_predictions",
+                    "predictions_with_holes", "components_mean", "holes_mean",
+                    "contour_ratio_mean", "truth_contour_ratio_mean"]
+  for row in rows:
+    pooled = fake_rows(row[0], 0) + fake_rows(row[0], 1)
+    assert row[1:5] == [str(len(pooled)), str(int(sum(r["empty"] for r in pooled))),
+                        str(sum(r["components"] > 1 for r in pooled)),
+                        str(sum(r["holes"] > 0 for r in pooled))], row
+    ratios = [r["contour_ratio"] for r in pooled if not r["empty"]]  # NaN when empty.
+    assert float(row[7]) == pytest.approx(np.mean(ratios), abs=1e-6)
+    assert float(row[5]) == pytest.approx(np.mean([r["components"] for r in pooled]), abs=1e-6)
+  assert [r[2] for r in rows] == ["0", "1", "0"]  # dice, vae, kld_alpha: vae's empty frame.
+  # The contour ratio's paired test, on seed-averaged per-image values (NaN skipped).
+  def averaged(model):
+    per_case = {}
+    for seed in SEEDS:
+      for row in fake_rows(model, seed):
+        per_case.setdefault(row["case"], []).append(row["contour_ratio"])
+    return np.array([np.nanmean(per_case[c]) for c in sorted(per_case)])
+  a, b = averaged("dice"), averaged("vae")
+  _, rows = read_csv(report / "pairwise_contour_ratio_all.csv")
+  row = next(r for r in rows if r[:2] == ["dice", "vae"])
+  assert int(row[2]) == 18
+  assert float(row[3]) == pytest.approx(sps.wilcoxon(a, b).pvalue, rel=1e-4, abs=1e-6)
+  text = (report / "report.md").read_text()
+  assert "## Shape: fragments, holes and contour smoothness" in text
+  assert "Contour ratio ↓" in text and "RAM peak (GB)" in text
+
+
+def test_cost_table_shows_the_peak_memory_of_the_runs(report):
+  header, rows = read_csv(report / "timing.csv")
+  assert header[-2:] == ["host_peak_gb", "device_peak_gb"]
+  by_model = {r[0]: r for r in rows}
+  assert float(by_model["dice"][-2]) == pytest.approx(1.6)  # The larger of both seeds.
+  assert by_model["dice"][-1] == ""  # No device peak recorded (a CPU run).
+  assert float(by_model["vae"][-1]) == pytest.approx(0.400000001)
+  text = (report / "report.md").read_text()
+  assert "| 4.0 | 1.60 | – |" in text and "| 4.0 | 3.10 | 0.40 |" in text
+
+
+def test_sweep_of_older_runs_reads_with_blank_new_columns(tmp_path):
+  """Runs written before the shape columns, memory and protocol records still report."""
+  sweep = tmp_path / "sweep"
+  old_columns = ["case", "quality", "dice", "recall", "precision", "mhd_px", "mhd_mm",
+                 "hd95_px"]
+  for model in ("dice", "vae"):
+    workdir = sweep / f"{model}_seed0"
+    rows = fake_rows(model, 0)
+    write_run(str(workdir), model, 0, rows=rows, memory=False)
+    with open(workdir / "test_metrics.csv", "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(old_columns)
+      for r in rows:  # Old rule: an empty prediction had NaN distances.
+        empty = r["empty"] == 1.0
+        writer.writerow([r["case"], r["quality"]] + [
+            "" if empty and k in ("mhd_px", "mhd_mm", "hd95_px", "precision") else r[k]
+            for k in old_columns[2:]])
+  out = tmp_path / "out"
+  result = run_report(f"--sweep_dir={sweep}", f"--out={out}")
+  assert result.returncode == 0, result.stderr
+  _, rows = read_csv(out / "metrics_all.csv")
+  assert [r[6] for r in rows] == ["0", "1"]  # vae's empty frame, found by its NaN MHD.
+  _, rows = read_csv(out / "shape_all.csv")
+  assert rows[1][:5] == ["vae", "15", "1", "", ""] and rows[1][7] == ""
+  _, rows = read_csv(out / "timing.csv")
+  assert rows[0][-2:] == ["", ""]
+  text = (out / "report.md").read_text()
+  assert "No per-image contour ratios to compare" in text
+  assert "Protocol of 2 runs: not recorded in config.json." in text
 
 
 def test_pairwise_p_value_matches_scipy_on_seed_averaged_scores(report):
@@ -323,3 +408,44 @@ def test_a_broken_predictions_file_is_one_line_and_exit_2(group_sweep, tmp_path)
   assert result.returncode == 2, result.stderr
   lines = [l for l in result.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and "vae_Good_seed1/test_predictions.npz" in lines[0], lines
+
+
+def test_paper_protocol_sweep_with_the_papers_model_sets_per_group(tmp_path):
+  """--protocol=paper --paper_models as the report sees it: sweep.json, :paper configs, and
+  no VAE on Poor frames (the paper skipped Models 3 and 7 there)."""
+  from echokld import registry
+  sweep = tmp_path / "sweep"
+  sweep.mkdir()
+  (sweep / "sweep.json").write_text(json.dumps({"protocol": "paper"}))
+  for seed in SEEDS:
+    for group, models in (("Poor", ("dice", "kld_alpha")), ("Good", tuple(MODELS))):
+      for model in models:
+        config = json.loads(registry.load_config(f"{model}:paper").to_json())
+        config["seed"] = seed
+        if group == "Good":
+          config["train"]["max_epochs"] = 5  # As a shortened paper run would.
+        workdir = str(sweep / f"{model}_{group}_seed{seed}")
+        write_run(workdir, model, seed, rows=group_rows(model, seed, group), config=config)
+  out = tmp_path / "out"
+  result = run_report(f"--sweep_dir={sweep}", f"--out={out}")
+  assert result.returncode == 0, result.stderr
+  overview = (out / "report.md").read_text()
+  assert "Protocol requested: `--protocol=paper` (sweep.json)." in overview
+  assert ("Protocol of 4 runs (config.json): paper (data.image_size = native, "
+          "train.batch_size = 2, train.eval_batch_size = 4, train.learning_rate = 1e-05, "
+          "train.max_epochs = 1000).") in overview
+  assert "Protocol of 6 runs (config.json): paper (" in overview
+  assert "except train.max_epochs = 5." in overview
+  poor = (out / "poor" / "report.md").read_text()
+  assert "Protocol of 4 runs (config.json): paper" in poor and "except" not in poor
+  # Ranks: VAE has no Poor runs ("x", as in the paper's Table 7).
+  _, rows = read_csv(out / "study_ranks.csv")
+  assert {r[1] for r in rows if r[0] == "Poor"} == {"dice", "kld_alpha"}
+  assert "| VAE | x | x | x |" in overview
+  _, rows = read_csv(out / "study_kld_alpha.csv")
+  assert sorted((r[0], r[1]) for r in rows) == [("Good", "dice"), ("Good", "vae"),
+                                               ("Poor", "dice")]
+  _, rows = read_csv(out / "study_summary.csv")
+  assert sorted((r[0], r[1]) for r in rows) == sorted(
+      [("Poor", "dice"), ("Poor", "kld_alpha"), ("Good", "dice"), ("Good", "kld_alpha"),
+       ("Good", "vae")])

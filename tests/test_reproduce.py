@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import ROOT
-from echokld.evaluation import metrics
-from echokld.study import panels
+from echokld.evaluation import metrics, test_set
+from echokld.study import panels, sweep
 from echokld.data import synthetic
 
 MODELS = ("dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae", "bd_vae")
@@ -37,7 +38,8 @@ def test_smoke_study_writes_every_table_and_figure(tmp_path):
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-2000:]
   runs = tmp_path / "runs"
-  assert sorted(os.listdir(runs)) == sorted(f"{model}_Poor_seed0" for model in MODELS)
+  assert sorted(os.listdir(runs)) == sorted([f"{model}_Poor_seed0" for model in MODELS] +
+                                            ["sweep.json"])
   for model in MODELS:
     assert os.path.exists(runs / f"{model}_Poor_seed0" / "summary.json"), model
 
@@ -85,6 +87,9 @@ def test_smoke_study_writes_every_table_and_figure(tmp_path):
     assert image.size == panels.figure_pixels(2, len(MODELS)) == (1400, 360)
   assert "median `" in text and "worst 1 `" in text and "worst 2" not in text
 
+  assert json.load(open(runs / "sweep.json")) == {"protocol": "quick"}
+  assert "Protocol of 7 runs (config.json): quick (" in text
+
   # Rerunning finds every run finished and only rewrites the report.
   again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and again.stdout.count("[skip]") == len(MODELS)
@@ -113,3 +118,50 @@ def test_study_rejects_bad_seeds_and_replicas_in_one_line(tmp_path):
     assert result.returncode == 2, flag
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not os.listdir(tmp_path), flag
+
+
+def test_paper_protocol_smoke_study_end_to_end(tmp_path):
+  """--protocol=paper --smoke --paper_models: every run loads <config>:paper (native 32x32
+  frames, batch 2, Adam 1e-5; the smoke overrides shrink only the network, the data and the
+  epochs), Poor runs leave out Models 3 and 7, and the report says which protocol ran."""
+  command = [sys.executable, "experiments/reproduce_paper.py", "--protocol=paper", "--smoke",
+             "--paper_models", f"--out={tmp_path}", "--groups=Poor"]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-2000:]
+  runs = tmp_path / "runs"
+  models = sweep.paper_models("Poor")
+  assert len(models) == len(MODELS) - 2 and "vae" not in models and "bd_vae" not in models
+  assert sorted(os.listdir(runs)) == sorted([f"{m}_Poor_seed0" for m in models] +
+                                            ["sweep.json"])
+  assert json.load(open(runs / "sweep.json")) == {"protocol": "paper"}
+  for model in models:
+    workdir = runs / f"{model}_Poor_seed0"
+    config = json.load(open(workdir / "config.json"))
+    assert config["data"]["image_size"] == 0 and config["train"]["batch_size"] == 2
+    assert config["train"]["learning_rate"] == 1e-5 and config["train"]["max_epochs"] == 2
+    summary = json.load(open(workdir / "summary.json"))
+    assert summary["image_shape"] == [32, 32] and summary["epochs"] == 2
+    assert summary["memory"]["host_peak_bytes"] > 1e8  # A JAX process holds > 100 MB.
+    # The CSV's metrics are those of the saved predictions, recomputed here.
+    pred = panels.load_predictions(str(workdir))
+    rows = read_rows(workdir / "test_metrics.csv")
+    assert list(rows[0]) == list(test_set.CSV_COLUMNS)
+    for i, row in enumerate(rows):
+      m = metrics.frame_metrics(pred["pred"][i] > 0, pred["masks"][i] > 0, None)
+      for key in ("dice", "mhd_px", "components", "holes", "contour_ratio", "empty"):
+        assert float(row[key]) == pytest.approx(m[key], abs=1e-5, nan_ok=True), (model, key)
+    assert summary["test"]["empty_predictions"] == sum(float(r["empty"]) for r in rows)
+
+  report = tmp_path / "report"
+  overview = (report / "report.md").read_text()
+  assert "Protocol requested: `--protocol=paper` (sweep.json)." in overview
+  assert (f"Protocol of {len(models)} runs (config.json): paper (data.image_size = native, "
+          "train.batch_size = 2") in overview
+  assert "except train.max_epochs = 2." in overview
+  assert "## Shape of the predictions per training group" in overview
+  text = (report / "poor" / "report.md").read_text()
+  assert "## Shape: fragments, holes and contour smoothness" in text
+  _, shape_rows = read_csv_rows(report / "poor" / "shape_poor.csv")
+  assert [r[0] for r in shape_rows] == models and all(r[1] == "2" for r in shape_rows)
+  header, timing = read_csv_rows(report / "poor" / "timing.csv")
+  assert all(float(r[header.index("host_peak_gb")]) > 0.1 for r in timing)

@@ -53,7 +53,9 @@ def test_summary_and_files_contract(reference_run):
     assert key in summary["test"]
   header = open(os.path.join(workdir, "test_metrics.csv")).readline().strip().split(",")
   assert header == ["case", "quality", "dice", "recall", "precision", "mhd_px", "mhd_mm",
-                    "hd95_px"]
+                    "hd95_px", "empty", "components", "holes", "contour_ratio",
+                    "truth_contour_ratio"]
+  assert summary["memory"]["host_peak_bytes"] > 0
   split = json.load(open(os.path.join(workdir, "split.json")))
   assert len(split["test"]) == summary["test"]["frames"] == 10
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]

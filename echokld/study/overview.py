@@ -18,9 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from echokld.errors import InputError
-from echokld.study import stats
-from echokld.study.markdown import (ORDINALS, fmt, md_table, model_order, name, ordered,
-                                    write_markdown)
+from echokld.evaluation.test_set import is_empty
+from echokld.study import protocol, stats
+from echokld.study.markdown import (ORDINALS, fmt, md_table, model_order, name, nanmean,
+                                    ordered, write_markdown)
 from echokld.study.report import Report
 
 ORDER = (*stats.QUALITY_GROUPS, stats.ALL)
@@ -75,6 +76,9 @@ class Study:
       lines.append(f"- [{_label(group)}]({group.lower()}/report.md): "
                    f"{len(rep.models)} models, seeds {', '.join(map(str, rep.seeds))}.")
     lines += [f"- {_label(g)}: skipped ({why})." for g, why in self.skipped.items()]
+    lines += [""] + protocol.describe(self.sweep_dir, [
+        (m, rep.runs[(m, s)].get("config", {})) for rep in self.reports.values()
+        for m, s in rep.used])
     self.md += lines + [""]
 
   def summary(self) -> None:
@@ -87,17 +91,21 @@ class Study:
                                   for r in runs])[0]
         curve = [np.mean([h["val_dice"] for h in r["history"]]) if r["history"] else np.nan
                  for r in runs]
+        pooled = [row for r in runs for row in r["rows"]]
         rows.append([group, m, len(runs), int(np.mean([len(r["rows"]) for r in runs])),
                      dice_mean, dice_std, mhd,
                      stats.seed_summary([r["summary"]["val"]["best_dice"] for r in runs])[0],
                      float(np.mean([r["summary"]["val"].get("best_epoch", np.nan)
                                     for r in runs])),
                      float(np.mean([r["summary"]["epochs"] for r in runs])),
-                     float(np.nanmean(curve))])
+                     float(np.nanmean(curve)), sum(is_empty(r) for r in pooled),
+                     *(nanmean([r[k] for r in pooled]) for k in
+                       ("components", "holes", "contour_ratio", "truth_contour_ratio"))])
     f = self.write_csv("study_summary.csv", [
         "group", "model", "runs", "test_frames", "test_dice_mean", "test_dice_std",
         "test_mhd_px_mean", "val_best_dice_mean", "best_epoch_mean", "epochs_mean",
-        "val_dice_mean_over_epochs"], rows)
+        "val_dice_mean_over_epochs", "test_empty_predictions", "test_components_mean",
+        "test_holes_mean", "test_contour_ratio_mean", "test_truth_contour_ratio_mean"], rows)
     by = {(r[0], r[1]): r for r in rows}
     groups = list(self.reports)
     best = {g: max((by[(g, m)][4] for m in self.models if (g, m) in by), default=np.nan)
@@ -118,6 +126,13 @@ class Study:
       conv.append([name(m)] + [v for g in groups for v in (
           cell(g, m, lambda r: f"{fmt(r[8], 1)} / {fmt(r[9], 0)}"),
           cell(g, m, lambda r: fmt(r[10])))])
+    shape = [["Model"] + [f"{_label(g)} {x}" for g in groups for x in
+                          ("empty", "components / holes", "contour ratio")]]
+    for m in self.models:
+      shape.append([name(m)] + [v for g in groups for v in (
+          cell(g, m, lambda r: str(r[11])),
+          cell(g, m, lambda r: f"{fmt(r[12], 2)} / {fmt(r[13], 2)}"),
+          cell(g, m, lambda r: f"{fmt(r[14], 3)} (GT {fmt(r[15], 3)})"))])
     self.md += ["## Test Dice per training group (mean ± std over seeds)", "",
                 "Per run: mean Dice over its test frames; bold: the best mean of the group.",
                 "", md_table(table), "",
@@ -125,7 +140,14 @@ class Study:
                 "Best epoch: the epoch of the best validation Dice / epochs run (mean over "
                 "seeds). Mean val Dice: validation Dice averaged over all epochs of a run, "
                 "then over seeds (higher = reached good Dice sooner). Descriptive only.", "",
-                md_table(conv), "", f"CSV: `{f}`", ""]
+                md_table(conv), "",
+                "## Shape of the predictions per training group", "",
+                "Empty predictions (over all runs; they count in the Dice and MHD means as "
+                "Dice 0 and the image diagonal), mean components and holes of the predicted "
+                "LV (1 / 0 is one solid region), and the mean contour ratio (1 for a convex "
+                "outline; lower is smoother) beside the ground truth's. The group reports "
+                "test the contour ratio pairwise.", "",
+                md_table(shape), "", f"CSV: `{f}`", ""]
 
   def ranks(self) -> None:
     groups, rows, counts, totals = list(self.reports), [], {}, {}

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from echokld.errors import InputError
-from echokld.study import panels, stats
+from echokld.evaluation.test_set import is_empty
+from echokld.study import panels, protocol, shape, stats
 from echokld.study.markdown import (ORDINALS, fmt, md_table, model_order, name, nanmean,
                                     ordered, p_relation, write_markdown)
 
@@ -24,6 +25,12 @@ QUALITY_ORDER = ("Poor", "Medium", "Good")
 PAPER_TABLE = {"Poor": (1, 4), "Medium": (2, 5), "Good": (3, 6)}  # Metrics, pairwise.
 ALL = "all"
 PANEL_SIZE = 5
+
+
+def _peak_gb(values: Sequence[int | None]) -> float:
+  """Largest recorded value in GB; NaN when no run recorded one."""
+  known = [v for v in values if v is not None]
+  return max(known) / 1e9 if known else math.nan
 
 
 class Report:
@@ -79,13 +86,17 @@ class Report:
     if self.dropped:
       lines.append("Left out (their seed is not finished for every model): " + ", ".join(
           f"`{os.path.basename(self.runs[k]['path'])}`" for k in self.dropped) + ".")
+    lines += protocol.describe(self.sweep_dir, [(m, self.runs[(m, s)].get("config", {}))
+                                                for m, s in self.used])
     lines += ["", "Method notes: paired tests are two-sided Wilcoxon signed-rank tests "
               "(scipy defaults: zero differences dropped, exact p for small samples without "
               "ties, normal approximation otherwise; all differences zero gives p = 1). "
               "Holm's adjustment runs over the pairs of one table. Ranks use "
               "`scipy.stats.rankdata(method='min')`: tied models share the better rank. "
-              "MHD is NaN for an empty prediction; means skip it and the empty count is "
-              "shown."]
+              "An empty prediction counts in every mean with Dice 0 and MHD = the image "
+              "diagonal (the largest distance possible; echokld/evaluation/metrics.py), and "
+              "the Empty columns count them (runs written before this rule left its "
+              "distances NaN, which the means skip)."]
     if len(self.seeds) > 1:
       lines.append(f"With {len(self.seeds)} seeds, per-image scores are averaged over the "
                    "seeds before the paired tests, ranks and panels; Tables 1–3 pool every "
@@ -131,7 +142,7 @@ class Report:
         pooled = self.pooled(m, group)
         rows.append([m, len(pooled), *(nanmean([r[k] for r in pooled]) for k in
                                        ("recall", "dice", "mhd_px", "mhd_mm")),
-                     sum(1 for r in pooled if math.isnan(r["mhd_px"]))])
+                     sum(1 for r in pooled if is_empty(r))])
       f = self.write_csv(f"metrics_{group.lower()}.csv", ["model", "frames", "recall",
                                                           "dice", "mhd_px", "mhd_mm",
                                                           "empty_predictions"], rows)
@@ -218,7 +229,7 @@ class Report:
   def timing_table(self) -> None:
     rows = []
     for m in self.models:
-      per_run, params, speed, epochs = [], [], [], []
+      per_run, params, speed, epochs, host, device = [], [], [], [], [], []
       for s in self.seeds:
         run = self.runs[(m, s)]
         timed = run["history"][1:] or run["history"]  # Epoch 1 includes compilation.
@@ -227,20 +238,29 @@ class Report:
         params.append(run["summary"]["num_params"])
         speed.append(run["summary"]["train_images_per_second"])
         epochs.append(run["summary"]["epochs"])
+        memory = run["summary"].get("memory") or {}  # Absent in older runs.
+        host.append(memory.get("host_peak_bytes"))
+        device.append(memory.get("device_peak_bytes"))
       rows.append([m, len(params), nanmean(per_run), min(per_run, default=math.nan),
                    max(per_run, default=math.nan), int(max(params)), nanmean(speed),
-                   float(np.mean(epochs))])
+                   float(np.mean(epochs)), _peak_gb(host), _peak_gb(device)])
     f = self.write_csv("timing.csv", ["model", "runs", "seconds_per_epoch",
                                       "seconds_per_epoch_min", "seconds_per_epoch_max",
                                       "num_params", "train_images_per_second",
-                                      "epochs_mean"], rows)
+                                      "epochs_mean", "host_peak_gb", "device_peak_gb"], rows)
     table = [["Model", "Time (s/epoch) mean", "range over runs", "Params", "Images/s",
-              "Epochs"]]
+              "Epochs", "RAM peak (GB)", "Device memory peak (GB)"]]
     table += [[name(r[0]), fmt(r[2], 2), f"{fmt(r[3], 2)}–{fmt(r[4], 2)}", f"{r[5]:,}",
-               fmt(r[6], 1), fmt(r[7], 1)] for r in rows]
+               fmt(r[6], 1), fmt(r[7], 1), fmt(r[8], 2) or "–", fmt(r[9], 2) or "–"]
+              for r in rows]
     self.md += ["## Table 8 analogue: cost per model", "",
                 "Seconds per epoch: mean `epoch_seconds` of metrics.jsonl without epoch 1 "
-                "(it includes compilation). RAM is not recorded by the runs.", "",
+                "(it includes compilation). Memory: the largest peak over the runs, in GB "
+                "(10^9 bytes), of the training process (summary.json `memory`): host RAM "
+                "is the peak resident set size (getrusage), device memory JAX's "
+                "`peak_bytes_in_use` (– where the backend reports none, as on CPU, or the "
+                "run predates it). Seeds trained as one program share one process and so "
+                "one peak.", "",
                 md_table(table), "", f"CSV: `{f}`", ""]
 
   def figures(self) -> None:
@@ -312,6 +332,7 @@ class Report:
     self.metrics_tables()
     self.pairwise_tables()
     self.rank_table()
+    self.md += shape.section(self)
     self.timing_table()
     self.figures()
     return write_markdown(self.out, self.md)

@@ -25,7 +25,10 @@ from echokld.errors import InputError
 ALL = "all"  # Training group of runs trained on every frame (`<model>_seed<N>/`).
 QUALITY_GROUPS = ("Poor", "Medium", "Good")
 RUN_DIR = re.compile(r"^(?P<model>.+?)(?:_(?P<group>Poor|Medium|Good))?_seed(?P<seed>\d+)$")
-NUMERIC_COLUMNS = ("dice", "recall", "precision", "mhd_px", "mhd_mm", "hd95_px")
+REQUIRED_COLUMNS = ("dice", "recall", "precision", "mhd_px", "mhd_mm", "hd95_px")
+# Written by newer runs (evaluation.metrics); NaN when an older run's CSV lacks them.
+OPTIONAL_COLUMNS = ("empty", "components", "holes", "contour_ratio", "truth_contour_ratio")
+NUMERIC_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 SUMMARY_KEYS = ("num_params", "epochs", "train_images_per_second", "val.best_dice",
                 "test.dice")
 HISTORY_KEYS = ("epoch", "val_dice", "epoch_seconds")
@@ -217,14 +220,14 @@ def _read_rows(path: str) -> list[dict[str, Any]]:
     raise InputError(path, "missing (the run has summary.json but no per-frame metrics)")
   with open(path, newline="") as f:
     reader = csv.DictReader(f)
-    missing = {"case", "quality", *NUMERIC_COLUMNS} - set(reader.fieldnames or ())
+    missing = {"case", "quality", *REQUIRED_COLUMNS} - set(reader.fieldnames or ())
     if missing:
       raise InputError(path, f"missing columns {sorted(missing)}")
     rows = []
     for line, row in enumerate(reader, start=2):
       try:
         rows.append({"case": row["case"], "quality": row["quality"],
-                     **{k: float(row[k]) if row[k] not in ("", None) else float("nan")
+                     **{k: float(row[k]) if row.get(k) not in ("", None) else float("nan")
                         for k in NUMERIC_COLUMNS}})
       except ValueError:
         raise InputError(path, f"line {line}: a metric is not a number") from None
@@ -249,8 +252,14 @@ def _read_history(path: str) -> list[dict[str, Any]]:
   return out
 
 
+def _read_config(path: str) -> dict[str, Any]:
+  """The run's config.json ({} when absent: older runs and hand-made sweeps)."""
+  return _read_json(path) if os.path.isfile(path) else {}
+
+
 def load_sweep_groups(sweep_dir: str) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
-  """Finished runs by training group -> {(model, seed): {summary, rows, history, path}}.
+  """Finished runs by training group -> {(model, seed): {summary, rows, history, config,
+  path}}.
 
   `<model>_seed<N>/` runs are group `all` (every frame); `<model>_<group>_seed<N>/` runs
   were trained and tested on one quality group (experiments/sweep.py --groups).
@@ -266,6 +275,7 @@ def load_sweep_groups(sweep_dir: str) -> dict[str, dict[tuple[str, int], dict[st
         "summary": _read_summary(os.path.join(path, "summary.json")),
         "rows": _read_rows(os.path.join(path, "test_metrics.csv")),
         "history": _read_history(os.path.join(path, "metrics.jsonl")),
+        "config": _read_config(os.path.join(path, "config.json")),
         "path": path}
   if not groups:
     raise InputError(sweep_dir, "no finished runs (<model>_seed<N>/summary.json or "

@@ -13,6 +13,12 @@ own split, workdir and files, with the same meaning as a run of its own). `--sha
 every n-th run starting at i, so n machines split a sweep without coordination. Everything
 after `--` is passed to each run as config overrides (after the group's own). Ends with a
 markdown table of the finished runs. Bad arguments: one line, exit code 2.
+
+`--protocol=paper` makes each run load `<config>:paper` (the paper's §3.3 settings at native
+resolution; study.protocol records it in OUT/sweep.json); `quick` (default) the configs'
+defaults. `--paper_models` trains the paper's models per quality group as the paper did
+(§4: Models 3 and 7 were not evaluated on Poor frames), read from the registry's paper
+numbers.
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ from typing import Sequence
 from echokld import registry
 from echokld.cli import parse_seeds
 from echokld.errors import InputError
+from echokld.study import protocol as protocol_lib
 
 ALL = "all"
 GROUPS = ("Poor", "Medium", "Good")  # The paper's quality groups, in its table order.
+# Paper numbers of the models the paper did not evaluate on a group (§4: "Models 3 and 7
+# were not evaluated on poor-quality images").
+PAPER_NOT_EVALUATED = {"Poor": (3, 7)}
 
 
 def parse_groups(spec: str) -> list[str]:
@@ -64,6 +74,33 @@ def add_replica_flags(parser: argparse.ArgumentParser) -> None:
                            "program (echokld.main --seeds).")
   parser.add_argument("--replica_mode", default=None,
                       help="echokld.main --replica_mode (unroll, hybrid, vmap).")
+
+
+def add_protocol_flags(parser: argparse.ArgumentParser) -> None:
+  """--protocol and --paper_models, shared by this script and reproduce_paper.py."""
+  parser.add_argument("--protocol", default="quick",
+                      help="quick (the configs' defaults) or paper (each run loads "
+                           "<config>:paper: the paper's §3.3 protocol at native size).")
+  parser.add_argument("--paper_models", action="store_true",
+                      help="The paper's models per group (Poor without Models 3 and 7); "
+                           "replaces --models.")
+
+
+def paper_models(group: str) -> list[str]:
+  """The registered paper models the paper evaluated on `group`, in its order."""
+  skip = PAPER_NOT_EVALUATED.get(group, ())
+  return [s.name for s in registry.models() if s.paper_number and s.paper_number not in skip]
+
+
+def choose_runs(models: str | None, use_paper_models: bool, seeds: Sequence[int],
+                groups: Sequence[str]) -> list[tuple[str, int, str]]:
+  """The grid of --models (default: the paper's seven) or of --paper_models (per group)."""
+  if use_paper_models:
+    if models is not None:
+      raise InputError("--paper_models", "replaces --models; give one of them")
+    return [(m, s, g) for s in seeds for g in groups for m in paper_models(g)]
+  names = models.split(",") if models is not None else registry.paper_models()
+  return grid(check_models(names), seeds, groups)
 
 
 def check_replicas(replicas: int) -> None:
@@ -102,20 +139,25 @@ def shard(runs: list, spec: str) -> list:
   return runs[index::count]
 
 
+def _number(value, digits: int) -> str:
+  return "" if value is None else f"{value:.{digits}f}"
+
+
 def table(out: str, runs: list[tuple[str, int, str]]) -> str:
-  """Markdown table of the finished runs among `runs`."""
+  """Markdown table of the finished runs among `runs` (blank where a summary lacks a key)."""
   lines = ["| model | group | seed | epochs | best val Dice (epoch) | test Dice | test MHD px | "
-           "train s | img/s |", "|---|---|---|---|---|---|---|---|---|"]
+           "empty | train s | img/s |", "|---|---|---|---|---|---|---|---|---|---|"]
   for model, seed, group in runs:
     path = os.path.join(out, run_name(model, seed, group), "summary.json")
     if not os.path.exists(path):
       continue
     with open(path) as f:
       s = json.load(f)
+    test = s["test"]
     lines.append(f"| {model} | {group} | {seed} | {s['epochs']} | {s['val']['best_dice']:.4f} "
-                 f"({s['val']['best_epoch']}) | {s['test']['dice']:.4f} | "
-                 f"{s['test']['mhd_px']:.2f} | {s['train_seconds']:.0f} | "
-                 f"{s['train_images_per_second']:.1f} |")
+                 f"({s['val']['best_epoch']}) | {_number(test.get('dice'), 4)} | "
+                 f"{_number(test.get('mhd_px'), 2)} | {test.get('empty_predictions', '')} | "
+                 f"{s['train_seconds']:.0f} | {s['train_images_per_second']:.1f} |")
   return "\n".join(lines)
 
 
@@ -129,12 +171,16 @@ def replica_batches(runs: list[tuple[str, int, str]], size: int
 
 
 def run_command(batch: list[tuple[str, int, str]], out: str, overrides: list[str],
-                replica_mode: str | None = None) -> list[str]:
-  """The command of one run, or of a replica group (echokld.main --seeds)."""
+                replica_mode: str | None = None, protocol: str = "quick") -> list[str]:
+  """The command of one run, or of a replica group (echokld.main --seeds).
+
+  protocol 'paper' loads `<config>:paper` (configs/base.py apply_paper_protocol).
+  """
   model, seed, group = batch[0]
   spec = registry.get(model)
   config = spec.config_path if spec else model  # A registered name, or a config file.
-  common = [f"--config={config}", *group_overrides(group), *overrides]
+  common = [f"--config={protocol_lib.config_value(config, protocol)}",
+            *group_overrides(group), *overrides]
   if len(batch) == 1:
     return [sys.executable, "-m", "echokld.main", *common[:1],
             f"--workdir={os.path.join(out, run_name(model, seed, group))}",
@@ -146,7 +192,8 @@ def run_command(batch: list[tuple[str, int, str]], out: str, overrides: list[str
 
 
 def run_grid(out: str, runs: list[tuple[str, int, str]], overrides: list[str],
-             replicas: int = 1, replica_mode: str | None = None) -> int:
+             replicas: int = 1, replica_mode: str | None = None,
+             protocol: str = "quick") -> int:
   """Runs (or resumes, or skips) each (model, seed, group) in its own workdir; returns failures.
 
   replicas > 1: unfinished seeds of one model and group train `replicas` at a time as one
@@ -163,7 +210,7 @@ def run_grid(out: str, runs: list[tuple[str, int, str]], overrides: list[str],
     names = ", ".join(run_name(*run) for run in batch)
     print(f"[run] {names} -> {out}", flush=True)
     t0 = time.time()
-    result = subprocess.run(run_command(batch, out, overrides, replica_mode))
+    result = subprocess.run(run_command(batch, out, overrides, replica_mode, protocol))
     if result.returncode != 0:
       failures += sum(not os.path.exists(os.path.join(out, run_name(*run), "summary.json"))
                       for run in batch)

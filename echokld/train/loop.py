@@ -303,6 +303,7 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
 def finish(member: Member, state: Any, predict: Any, placement: mesh.Placement,
            reference: Any, image_shape: tuple[int, int]) -> dict[str, Any]:
   """Tests the best checkpoint; writes the test files and summary.json."""
+  from echokld.evaluation import resources  # Here, so that only finish() changes for it.
   config, run, splits = member.config, member.run, member.splits
   test = splits["test"]
   best = run.best(state)
@@ -322,11 +323,15 @@ def finish(member: Member, state: Any, predict: Any, placement: mesh.Placement,
                                            for r in timed) / max(timed_seconds, 1e-9)),
       "val": {"best_dice": float(state.best_dice), "best_epoch": int(state.best_epoch)},
       "test": test_set.summarize(rows),
+      # Peak host and device memory of this process (evaluation.resources; Table 8's RAM).
+      "memory": resources.memory_summary(),
   }
   run.write_json("summary.json", summary)
   t = summary["test"]
   shown = "  ".join(f"{k} {t[k]:.4f}" for k in ("dice", "recall", "precision", "mhd_px")
                     if t[k] is not None)
+  if t["empty_predictions"]:
+    shown += f"  empty {t['empty_predictions']}"
   print(f"test ({t['frames']} frames): {shown}  (best val Dice "
         f"{summary['val']['best_dice']:.4f} at epoch {summary['val']['best_epoch']})",
         flush=True)
