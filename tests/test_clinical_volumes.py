@@ -190,6 +190,8 @@ def test_bad_inputs_name_the_frame():
     volumes.frame_volumes(np.ones((3, 4, 4)), name="d")
   with pytest.raises(InputError, match="e: mask has NaN"):
     volumes.frame_volumes(np.full((4, 4), np.nan), name="e")
+  with pytest.raises(InputError, match="g: LV mask of 2 pixel.s. is too small"):
+    volumes.frame_volumes(np.ones((1, 2)), name="g")
   with pytest.raises(InputError, match="f: spacing must be two positive"):
     volumes.frame_volumes(mask, (0.3, -1.0), name="f")
 

@@ -240,7 +240,8 @@ def find_landmarks(mask: np.ndarray, spacing: Sequence[float] | None = None,
     annulus: optional (2, 2) annulus points (row, col) in pixels, e.g. from an atrium label;
       then only the apex is searched.
     rule: thresholds of the base search.
-    name: names the mask in errors.
+    name: names the mask in errors (InputError for an empty mask or one too small to
+      have a long axis).
   """
   spacing = check_spacing(spacing, name)
   mask = clean_mask(mask, name)
@@ -265,7 +266,7 @@ def find_landmarks(mask: np.ndarray, spacing: Sequence[float] | None = None,
   if annulus is not None:
     corners = np.asarray(annulus, float).reshape(2, 2) * units
     base_mid = corners.mean(axis=0)
-    return _landmarks(mask, spacing, apex_from(base_mid), corners, base_mid, True)
+    return _landmarks(mask, spacing, apex_from(base_mid), corners, base_mid, True, name)
 
   axis = principal_axis(mask, spacing)
   previous = None
@@ -285,11 +286,13 @@ def find_landmarks(mask: np.ndarray, spacing: Sequence[float] | None = None,
     previous = current
     if np.linalg.norm(base_mid - apex) > 0:
       axis = (base_mid - apex) / np.linalg.norm(base_mid - apex)
-  return _landmarks(mask, spacing, apex, corners, base_mid, not np.allclose(*corners))
+  return _landmarks(mask, spacing, apex, corners, base_mid, not np.allclose(*corners), name)
 
 
-def _landmarks(mask, spacing, apex, corners, base_mid, flat) -> Landmarks:
+def _landmarks(mask, spacing, apex, corners, base_mid, flat, name) -> Landmarks:
   units = np.asarray(spacing)
+  if np.linalg.norm(apex - base_mid) <= 0:
+    raise InputError(name, f"LV mask of {int(mask.sum())} pixel(s) is too small to measure")
   return Landmarks(mask=mask, spacing=spacing, apex=apex / units, annulus=corners / units,
                    base_mid=base_mid / units, flat_base=bool(flat),
                    length=float(np.linalg.norm(apex - base_mid)),

@@ -14,9 +14,10 @@ Volumes are in mL when the pixel spacing (mm) is known, else in cubic pixels (is
 pixels of side 1 assumed). EF = (EDV - ESV) / EDV in percent; it is a ratio, so a spacing
 common to both frames cancels exactly when pixels are isotropic.
 
-A mask with no LV pixels raises InputError in the per-frame functions; in the per-patient
-table (`patient_volumes`) it leaves that volume and the EF empty with a note, and so does a
-missing ED or ES frame, so one bad frame does not stop a folder's table.
+A mask with no LV pixels, or too small to have a long axis, raises InputError in the
+per-frame functions; in the per-patient table (`patient_volumes`) it leaves that volume and
+the EF empty with a note, and so does a missing ED or ES frame, so one bad frame does not
+stop a folder's table.
 """
 
 from __future__ import annotations
