@@ -1,0 +1,1 @@
+"""Clinical measurements from LV masks: landmarks (geometry.py), volumes and EF (volumes.py)."""
