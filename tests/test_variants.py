@@ -61,10 +61,29 @@ def test_vae_terms_hand_computed():
   outputs = {"recon": jnp.array([0.5, 0.0]).reshape(1, 1, 2, 1),
              "mu": jnp.array([[1.0, 0.0]]), "logvar": jnp.array([[0.0, np.log(2.0)]])}
   images = jnp.array([1.0, 0.0]).reshape(1, 1, 2, 1)
-  recon, kl = vae.reconstruction_loss(outputs, images), vae.gaussian_kl(outputs)
+  recon, kl = vae.reconstruction_loss(outputs, images), vae.gaussian_kl(outputs, 2)
   assert float(recon) == pytest.approx(0.125)
-  # 0.5 * sum(mu^2 + var - log var - 1) / latent = 0.5 * (1 + (2 - ln 2 - 1)) / 2
-  assert float(kl) == pytest.approx(0.25 * (2.0 - np.log(2.0)), rel=1e-6)
+  # Myronenko: (1/N) sum(mu^2 + var - log var - 1), N = 2 pixels: (1 + (2 - ln 2 - 1)) / 2.
+  assert float(kl) == pytest.approx((2.0 - np.log(2.0)) / 2.0, rel=1e-6)
+
+
+def test_vae_kl_term_is_myronenkos_over_the_image_pixels():
+  """The registered term against numpy: per image sum over the latent, / (rows x cols),
+  averaged over the batch. The old form (half the sum over the latent size) was 196x this
+  at 224x224 with a latent of 128; a 24x40 image and latent 7 are checked here."""
+  rng = np.random.default_rng(0)
+  mu = rng.normal(0, 1.5, (3, 7)).astype(np.float32)
+  logvar = rng.normal(0, 1.0, (3, 7)).astype(np.float32)
+  sigma2 = np.exp(logvar.astype(np.float64))
+  by_hand = np.mean(np.sum(mu.astype(np.float64) ** 2 + sigma2 - np.log(sigma2) - 1, axis=1)
+                    / (24 * 40))
+  batch = {"images": jnp.zeros((3, 24, 40, 1)), "masks": jnp.zeros((3, 24, 40, 1))}
+  outputs = {"logits": jnp.zeros((3, 24, 40, 1)), "mu": jnp.asarray(mu),
+             "logvar": jnp.asarray(logvar)}
+  cfg = tiny_config("vae").loss
+  _, parts = loss_terms.total_loss(outputs, batch, cfg, ("vae_kl",))
+  assert float(parts["vae_kl"]) == pytest.approx(by_hand, rel=1e-5)
+  assert cfg.vae_kl_weight == 0.1 and cfg.vae_recon_weight == 0.1
 
 
 def _reference_kl(p, q, eps=1e-8):

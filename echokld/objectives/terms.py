@@ -86,8 +86,9 @@ def _reconstruction(outputs, batch, cfg):
 
 @register_loss_term("vae_kl", weight="vae_kl_weight")
 def _vae_kl(outputs, batch, cfg):
-  del batch, cfg
-  return vae.gaussian_kl(outputs)
+  del cfg
+  rows, cols = batch["images"].shape[1:3]
+  return vae.gaussian_kl(outputs, rows * cols)
 
 
 @register_loss_term("dist_align", weight="kld_weight")
