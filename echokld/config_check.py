@@ -90,6 +90,7 @@ def _test_frames(v: Any) -> bool:
 def rules() -> list[tuple[str, Callable[[Any], bool], str]]:
   """(dotted key, predicate, what is expected) for every checked field."""
   from echokld.nn import heads  # Registries of heads and loss terms, read when checked.
+  from echokld.nn import model as model_lib
   from echokld.objectives import conditioning, terms
   table = [
       ("seed", *int_at_least(0)),
@@ -102,7 +103,11 @@ def rules() -> list[tuple[str, Callable[[Any], bool], str]]:
       ("model.num_groups", *int_at_least(1)),
       ("model.heads", *subset_of(heads.head_names())),
       ("model.dist_injection", *one_of(*conditioning.SOURCES)),
+      ("model.inject_via", *one_of(*model_lib.INJECTIONS)),
+      ("model.batch_source", *one_of(*conditioning.BATCH_SOURCES)),
+      ("model.align_source", *one_of(*model_lib.ALIGN_HEADS)),
       ("model.vae_latent", *int_at_least(1)),
+      ("model.flat_latent", *int_at_least(1)),
       ("model.dist_hidden", *int_at_least(1)),
       ("data.source", *one_of("synthetic", "folder", "camus", "camus_tfds")),
       ("data.view", *one_of("2CH", "4CH")),
@@ -161,6 +166,11 @@ def check(config: Any) -> None:
   if model.init_features % model.num_groups:
     raise InputError("config.model.num_groups", f"{model.num_groups} groups do not divide "
                      f"the {model.init_features} filters of the first level")
+  aligned = "dist_align" in config.loss.terms
+  if aligned != (model.align_source != "none"):
+    raise InputError("config.model.align_source", f"{model.align_source!r} with loss terms "
+                     f"{tuple(config.loss.terms)}: the dist_align term and an align_source "
+                     "other than 'none' go together")
   for name in config.loss.terms:
     weight = _term_weight(name)
     if weight is not None and weight not in config.loss:

@@ -143,11 +143,23 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
   `loss.kld_estimator = none` and the name `bd_vae`; their folders stay readable.
   """
   model, loss = dict(config.get("model", {})), dict(config.get("loss", {}))
+  if "heads" in model and "align_source" not in model:
+    # Before issue 14: Models 6-7 aligned a regression head ("dist" in heads), injected by
+    # broadcast. The head now follows from align_source.
+    heads = list(model["heads"])
+    model["align_source"] = "head" if "dist" in heads else "none"
+    model["heads"] = [h for h in heads if h != "dist"]
+    model.setdefault("inject_via", "broadcast")
+    model.setdefault("batch_source", "ground_truth")
+    model.setdefault("flat_latent", 512)
+    return {**config, "model": model}
   if "heads" in model or "vae_head" not in model:
     return config
   vae, dist_head = model.pop("vae_head"), model.pop("dist_head", False)
   inject = model.pop("inject_dist", False)
-  model["heads"] = (["vae"] if vae else []) + (["dist"] if dist_head else [])
+  model["heads"] = ["vae"] if vae else []
+  model["align_source"] = "head" if dist_head else "none"
+  model.update(inject_via="broadcast", batch_source="ground_truth", flat_latent=512)
   model["dist_injection"] = ("none" if not inject else
                              "batch" if model.get("name") == "bd_vae" else "reference")
   spec = get(model.get("name", ""))

@@ -27,6 +27,10 @@ def test_every_packaged_config_passes(name, arg):
     ("loss.terms", ("dice", "nope"), "is not a list without repeats of"),
     ("model.heads", ("vae", "vae"), "is not a list without repeats"),
     ("profile_steps", "5,2", "'' or 'a,b' with a <= b"),
+    ("model.align_source", "bottleneck", "is not one of 'none', 'prediction', 'latent'"),
+    ("model.batch_source", "labels", "is not one of 'ground_truth', 'prediction'"),
+    ("model.inject_via", "film", "is not one of 'broadcast', 'flat_latent'"),
+    ("model.flat_latent", 0, "0 is not an integer >= 1"),
 ])
 def test_bad_values_name_the_field(key, value, fragment):
   config = tiny_config(**{"model.name": "custom", key: value})
@@ -34,6 +38,15 @@ def test_bad_values_name_the_field(key, value, fragment):
     config_check.check(config)
   assert str(info.value).startswith(f"config.{key}: ")
   assert fragment in str(info.value)
+
+
+def test_an_align_source_needs_the_dist_align_term_and_back():
+  with pytest.raises(InputError, match="config.model.align_source: 'latent' with loss terms"):
+    config_check.check(tiny_config("dice", **{"model.name": "custom",
+                                              "model.align_source": "latent"}))
+  with pytest.raises(InputError, match="config.model.align_source: 'none' with loss terms"):
+    config_check.check(tiny_config("rd_vae", **{"model.name": "custom",
+                                                "model.align_source": "none"}))
 
 
 def test_groups_must_divide_the_first_level_filters():

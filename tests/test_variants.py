@@ -27,10 +27,27 @@ def init(model, shape=(64, 64)):
 
 def test_distribution_heads_add_the_hand_counted_parameters():
   base = models.count_params(init(models.SegModel()))
-  both = models.count_params(init(models.SegModel(inject=True, heads=("dist",))))
+  both = models.count_params(init(models.SegModel(inject="broadcast", heads=("dist",))))
   injection = (3 * 48 + 48) + (48 * 128 + 128)
   head = (128 * 48 + 48) + (48 * 3 + 3)
   assert both - base == injection + head == 12_803
+  # Model 6 as configured: the injection plus the latent head (128 -> 48 -> 1 per position).
+  latent = models.count_params(init(models.SegModel(inject="broadcast",
+                                                    heads=("latent_dist",))))
+  assert latent - base == injection + (128 * 48 + 48) + (48 + 1) == 12_705
+
+
+def test_flat_latent_injection_parameters_by_hand():
+  """Model 7's dense latent at 64x64: bottleneck 8x8x128 -> GN, stride-2 conv to 4x4x16 =
+  256 values -> dense 512 (+ embedding of 3) -> dense 256 -> 1x1 conv to 128."""
+  base = models.count_params(init(models.SegModel()))
+  flat = models.count_params(init(models.SegModel(inject="flat_latent")))
+  f, l = 256, 512
+  assert flat - base == (256 + 9 * 128 * 16 + 16 + f * l + l + 3 * l + l + l * f + f
+                         + 16 * 128 + 128)
+  # At the paper's Poor frames (1152 x 496) the flattened map is 72 x 31 x 16 = 35,712 and
+  # the two big dense layers hold Table 8's Model 7 - Model 6 gap, 35,712 x 1024 weights.
+  assert 72 * 31 * 16 * 2 * l == 38_088_420 - 1_519_332
 
 
 def test_vae_branch_parameters_by_hand_at_64x64():
@@ -193,7 +210,8 @@ def test_each_model_learns_reaches_every_head_and_restores(name, tmp_path):
     return loss_terms.total_loss(out, batch, config.loss, config.loss.terms)[0]
 
   grads = jax.grad(loss_fn)(state.params)
-  for head in ("vae", "dist_head", "dist_injection", "encoder", "decoder", "head"):
+  for head in ("vae", "dist_head", "latent_dist", "dist_injection", "encoder", "decoder",
+               "head"):
     if head in grads:
       norm = sum(float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads[head]))
       assert norm > 0, head

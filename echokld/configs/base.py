@@ -25,8 +25,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Pearson III parameters entering the bottleneck (echokld.objectives.conditioning): none,
   # reference (the training set's fit, Model 6) or batch (each mini-batch's fit, Model 7).
   config.model.dist_injection = "none"
+  # How the parameters enter (echokld.nn.heads): broadcast (an embedding added at every
+  # position, Model 6) or flat_latent (a dense latent over the flattened bottleneck, Model 7).
+  config.model.inject_via = "broadcast"
+  # Model 7, while training: the injected and target fit is that of the mini-batch's
+  # ground_truth LV or of the model's own prediction. At inference always the latter.
+  config.model.batch_source = "ground_truth"
+  # What the dist_align term pulls towards the reference (Models 6-7): latent (the values of
+  # a per-position map of the bottleneck), prediction (the predicted LV's intensities),
+  # head (parameters regressed from the pooled bottleneck; the earlier reading) or none.
+  config.model.align_source = "none"
   config.model.vae_latent = 128  # Model 3: latent size (mean and log-variance each).
   config.model.dist_hidden = 48  # Models 6-7: width of the small dense layers.
+  config.model.flat_latent = 512  # Model 7: width of the dense latent (inject_via flat_latent).
 
   config.data = ml_collections.ConfigDict()
   config.data.source = "synthetic"  # synthetic, folder, camus or camus_tfds.

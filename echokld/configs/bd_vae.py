@@ -1,6 +1,9 @@
-"""Model 7: per-mini-batch Pearson III parameters injected at the bottleneck.
+"""Model 7: per-mini-batch distribution parameters injected into a dense latent.
 
-Model 6's network; only where the injected parameters come from differs.
+Model 6 with the injection through a VAE-like dense latent over the flattened bottleneck
+(the reading that matches Table 8's 38,088,420 parameters, docs/MODELS.md) and the injected
+fit taken per mini-batch: of the ground-truth LV while training (`model.batch_source`, or of
+the model's own prediction), of each image's own predicted LV at inference.
 """
 
 from echokld.configs import rd_vae
@@ -11,4 +14,6 @@ def get_config(arg: str = ""):
   config.model.name, config.model.display_name, config.model.paper_number = (
       "bd_vae", "BD-like-VAE", 7)
   config.model.dist_injection = "batch"
+  config.model.inject_via = "flat_latent"
+  config.model.batch_source = "ground_truth"  # Or prediction.
   return config

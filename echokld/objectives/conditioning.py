@@ -2,10 +2,12 @@
 
 `config.model.dist_injection` says where the (skew, loc, scale) that enter the bottleneck
 come from: `none`, `reference` (Model 6: the Pearson III fit of all training LV pixels,
-fitted once) or `batch` (Model 7: the fit of each mini-batch's ground-truth LV pixels while
-training). The same parameters are the target of the `dist_align` loss term. At inference
-no ground truth exists, so both sources inject the training-set reference: for `batch` a
-train/test mismatch that this design implies and that may explain the paper's poor Model 7.
+fitted once) or `batch` (Model 7: a fit per mini-batch). The same parameters are the target
+of the `dist_align` loss term. For `batch`, `config.model.batch_source` says which LV region
+is fitted while training: the mini-batch's `ground_truth` or the model's own `prediction`
+(a first pass with the reference injected, soft-thresholded as the pseudo output). At
+inference no ground truth is ever read: each image's own predicted LV is fitted the same
+way, per image, so a prediction never depends on the other frames of its batch.
 """
 
 from __future__ import annotations
@@ -18,20 +20,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from echokld.objectives import distributions as dist
+from echokld.objectives import intensity
 
 SOURCES = ("none", "reference", "batch")
+BATCH_SOURCES = ("ground_truth", "prediction")
+# first_pass(images, inject) -> probabilities (B, H, W, 1), without gradient: the model run
+# once with `inject` (B, 3) entering the bottleneck.
+FirstPass = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
 class Conditioning:
   """How a model's extra inputs are made.
 
-  train(images, masks) -> dict of batch entries (`dist_inject`, `dist_target`) for the train
-  step; infer(images) -> the injection at inference (None: the model takes none).
+  train(images, masks, first_pass) -> dict of batch entries (`dist_inject`, `dist_target`)
+  for the train step; infer(images, first_pass) -> the injection at inference (None: the
+  model takes none). `first_pass` is needed only where the model's own prediction is fitted.
   """
 
-  train: Callable[[jax.Array, jax.Array], dict[str, jax.Array]] | None = None
-  infer: Callable[[jax.Array], jax.Array] | None = None
+  train: Callable[..., dict[str, jax.Array]] | None = None
+  infer: Callable[..., jax.Array] | None = None
 
 
 def reference_params(images: np.ndarray, masks: np.ndarray, num_bins: int = 256) -> jax.Array:
@@ -44,10 +52,19 @@ def reference_params(images: np.ndarray, masks: np.ndarray, num_bins: int = 256)
   return jnp.stack(dist.fit_pearson3_hist(grid, jnp.asarray(counts)))
 
 
-def batch_params(images: jax.Array, masks: jax.Array, num_bins: int = 256) -> jax.Array:
-  """Pearson III fit of a mini-batch's ground-truth LV intensities (images in [0, 1])."""
-  counts = dist.weighted_histogram(images.ravel(), masks.ravel(), num_bins)
+def batch_params(images: jax.Array, weights: jax.Array, num_bins: int = 256) -> jax.Array:
+  """Fit of the intensities of `images` (in [0, 1]) weighted by an LV mask, all pooled."""
+  counts = dist.weighted_histogram(images.ravel(), weights.ravel(), num_bins)
   return jnp.stack(dist.fit_pearson3_hist(dist.histogram_grid(num_bins), counts))
+
+
+def predicted_region(images: jax.Array, inject: jax.Array, first_pass: FirstPass,
+                     temperature: float) -> jax.Array:
+  """Weights of the model's own predicted LV (its pseudo output's), without gradient."""
+  if first_pass is None:
+    raise ValueError("fitting the predicted LV needs the model's first pass")
+  probs = jax.lax.stop_gradient(first_pass(images, inject))
+  return intensity.soft_threshold(probs, temperature)
 
 
 def needs_reference(config: Any) -> bool:
@@ -67,15 +84,29 @@ def make_conditioning(config: Any, reference: Any = None) -> Conditioning:
   def broadcast(params, images):
     return jnp.broadcast_to(params, (images.shape[0], 3))
 
-  def infer(images):
-    return broadcast(reference, images)
+  temperature = config.loss.soft_threshold_temperature
+
+  def own_fit(images, first_pass):
+    return predicted_region(images, broadcast(reference, images), first_pass, temperature)
 
   if config.model.dist_injection == "batch":
-    def train(images, masks):
-      params = jax.lax.stop_gradient(batch_params(images, masks, num_bins))
+    def infer(images, first_pass=None):
+      weights = own_fit(images, first_pass)
+      return jax.vmap(lambda x, w: batch_params(x, w, num_bins))(images, weights)
+
+    from_truth = config.model.batch_source == "ground_truth"
+
+    def train(images, masks, first_pass=None):
+      weights = masks if from_truth else own_fit(images, first_pass)
+      params = jax.lax.stop_gradient(batch_params(images, weights, num_bins))
       return {"dist_inject": broadcast(params, images), "dist_target": params}
   else:
-    def train(images, masks):
+    def infer(images, first_pass=None):
+      del first_pass
+      return broadcast(reference, images)
+
+    def train(images, masks, first_pass=None):
+      del masks, first_pass
       return {"dist_inject": broadcast(reference, images), "dist_target": reference}
   inject = config.model.dist_injection != "none"
   return Conditioning(train=train, infer=infer if inject else None)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from echokld.objectives import dice, intensity, vae
+from echokld.objectives import alignment, dice, intensity, vae
 
 Array = jax.Array
 TermFn = Callable[[dict, dict, Any], Array]
@@ -93,4 +93,4 @@ def _vae_kl(outputs, batch, cfg):
 
 @register_loss_term("dist_align", weight="kld_weight")
 def _dist_alignment(outputs, batch, cfg):
-  return intensity.dist_alignment(outputs["dist_pred"], batch["dist_target"], cfg)
+  return alignment.alignment_loss(outputs, batch, cfg)

@@ -30,6 +30,17 @@ def select(mask: Array, new: Any, old: Any) -> Any:
   return jax.tree_util.tree_map(lambda n, o: jnp.where(mask, n, o), new, old)
 
 
+def first_pass_of(model: Any, params: Any) -> Callable[[Array, Array], Array]:
+  """first_pass(images, inject) -> the model's probabilities without gradient (Model 7's
+  fit of its own prediction, echokld.objectives.conditioning)."""
+
+  def first_pass(images: Array, inject: Array) -> Array:
+    logits = model.apply({"params": params}, images, inject)["logits"]
+    return jax.lax.stop_gradient(jax.nn.sigmoid(logits))
+
+  return first_pass
+
+
 def make_train_step(model: Any, tx: optax.GradientTransformation, config: Any,
                     batch_sharding: Any = None, masked: bool = False) -> Callable:
   """Returns the pure, unjitted step(state, images, masks, aux, index) -> (state, terms).
@@ -57,7 +68,8 @@ def make_train_step(model: Any, tx: optax.GradientTransformation, config: Any,
     if batch_sharding is not None:
       x, y = jax.lax.with_sharding_constraint((x, y), batch_sharding)
     condition = conditioning.make_conditioning(config, reference).train
-    batch = {"images": x, "masks": y, **(condition(x, y) if condition else {})}
+    batch = {"images": x, "masks": y,
+             **(condition(x, y, first_pass_of(model, state.params)) if condition else {})}
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
@@ -122,7 +134,7 @@ def make_predict(model: Any, config: Any, batch_size: int) -> Callable:
 
     def run(batch):
       x = to_unit(batch)
-      inject = infer(x) if infer is not None else None
+      inject = infer(x, first_pass_of(model, params)) if infer is not None else None
       return jax.nn.sigmoid(model.apply({"params": params}, x, inject)["logits"][..., 0])
 
     return jax.lax.map(run, batches).reshape((padded,) + images.shape[1:])[:n]
