@@ -38,11 +38,11 @@ real_conditioning = conditioning.make_conditioning
 
 def make_conditioning(config, reference):  # Sees the gathered batch inside the step.
   real = real_conditioning(config, reference)
-  def spy(x, y):
+  def spy(x, y, first_pass=None):
     jax.debug.inspect_array_sharding(
         x, callback=lambda s: seen["batch"].append(
             [len(s.device_set), list(s.shard_shape(x.shape)), s.is_fully_replicated]))
-    return real.train(x, y) if real.train is not None else {}
+    return real.train(x, y, first_pass) if real.train is not None else {}
   return conditioning.Conditioning(train=spy, infer=real.infer)
 
 class ParamSharding(hooks.Hook):
