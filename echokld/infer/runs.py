@@ -29,7 +29,9 @@ from echokld.train import checkpoints
 from echokld.train import step as step_lib
 
 THRESHOLD = 0.5
-MAX_SCALE = 4.0  # Frames more than this many times larger or smaller than the model's are refused.
+# A frame over this many times larger or smaller than every training frame (recorded in
+# preprocessing.json's train_frames) is segmented with a warning: the model never saw its like.
+WARN_SCALE = 4.0
 GATINGS = ("mean", "quality")
 DEFAULT_BATCH_SIZE = 8
 
@@ -60,6 +62,7 @@ class Run:
     self._predict = predict_fn
     self.image_shape = tuple(int(v) for v in preprocessing["image_shape"])
     self.resize = bool(preprocessing["resize"])
+    self.train_frames = train_frame_range(preprocessing)
 
   def __repr__(self) -> str:
     return (f"Run({self.workdir!r}, model={self.config.model.name!r}, "
@@ -185,18 +188,49 @@ def ensemble_probs(runs: Sequence[Run], images: np.ndarray,
   return np.einsum("nm,nmhw->nhw", weights, probs).astype(np.float32)
 
 
+def train_frame_range(preprocessing: dict) -> tuple[tuple[int, int], tuple[int, int]] | None:
+  """(min, max) (rows, cols) of the training frames, when the run recorded them."""
+  frames = preprocessing.get("train_frames")
+  try:
+    low, high = (tuple(int(v) for v in frames[k]) for k in ("min_shape", "max_shape"))
+    assert len(low) == len(high) == 2 and min(low) > 0
+  except (KeyError, TypeError, ValueError, AssertionError):
+    return None  # A run from before train_frames was recorded: nothing to compare with.
+  return low, high
+
+
+def size_warning(shape: Sequence[int], runs: Sequence[Run]) -> str | None:
+  """Why a frame of `shape` is unlike every training frame of some run, or None.
+
+  Only a warning: the pipeline brings any frame to the model's canvas (resized, or
+  padded/cropped), so no size is refused, but a model trained on 128x128 frames may
+  segment a 2000x2000 frame poorly.
+  """
+  h, w = (int(v) for v in shape)
+  for run in runs:
+    if run.train_frames is None:
+      continue
+    (lo_r, lo_c), (hi_r, hi_c) = run.train_frames
+    if h > WARN_SCALE * hi_r or w > WARN_SCALE * hi_c or h * WARN_SCALE < lo_r or \
+        w * WARN_SCALE < lo_c:
+      seen = f"{lo_r}x{lo_c}" + ("" if (lo_r, lo_c) == (hi_r, hi_c) else f" to {hi_r}x{hi_c}")
+      return (f"frame size {h}x{w} is over {WARN_SCALE:g}x larger or smaller than the "
+              f"training frames of {run.workdir} ({seen}); segmented anyway, check the mask")
+  return None
+
+
 def prepare(image: np.ndarray, image_shape: tuple[int, int], resize: bool,
             spacing_mm: tuple[float, float] | None = None, where: str = "frame"
             ) -> tuple[np.ndarray, pipeline.Geometry]:
-  """The frame as training saw it (uint8, model shape) and the geometry to undo it."""
+  """The frame as training saw it (uint8, model shape) and the geometry to undo it.
+
+  Any non-empty 2-D frame is accepted: resized to the canvas, or padded/cropped into it.
+  """
   image = np.asarray(image)
   if image.ndim != 2:
     raise InputError(where, f"expected a 2-D frame, got array shape {image.shape}")
-  (h, w), (rows, cols) = image.shape, image_shape
-  if (h > MAX_SCALE * rows or w > MAX_SCALE * cols or h * MAX_SCALE < rows or
-      w * MAX_SCALE < cols):
-    raise InputError(where, f"frame size {h}x{w} is far outside the model's {rows}x{cols} "
-                     f"(over {MAX_SCALE:g}x larger or smaller)")
+  if min(image.shape) < 1:
+    raise InputError(where, f"empty frame (size {image.shape[0]}x{image.shape[1]})")
   canvas, _, geometry = pipeline.preprocess_frame(image, None, image_shape, resize,
                                                   spacing_mm, where)
   return canvas, geometry

@@ -18,7 +18,8 @@ from echokld.data import pipeline
 from echokld.errors import InputError
 from echokld.infer import io
 from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, Run, check_compatible,
-                                ensemble_probs, member_weights, prepare)
+                                ensemble_probs, member_weights, prepare,
+                                size_warning)
 
 
 def _report(exc: Exception, path: str) -> None:
@@ -45,6 +46,9 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
       try:
         frame = io.read_frame(path, rel_dir, metadata)
         ready.append((frame, *prepare(frame.image, shape, resize, frame.spacing_mm, path)))
+        warning = size_warning(frame.image.shape, runs)
+        if warning:
+          tqdm.tqdm.write(f"warning: {one_line(f'{path}: {warning}')}", file=sys.stderr)
       except Exception as exc:  # pylint: disable=broad-except  # One bad file stops nothing.
         failures += 1
         _report(exc, path)

@@ -122,7 +122,8 @@ def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
     setup = build_lib.build(c, image_shape, reference)
     run.check_or_write_config(c)
     run.write_split(split_cases)
-    run.write_preprocessing(image_shape, c, reference)
+    run.write_preprocessing(image_shape, c, reference,
+                            [g.orig_shape for g in train.geometries])
     setup = dataclasses.replace(setup, state=run.resume(setup.state))
     _say_where(run, setup.state, c)
     members.append(Member(c, run, splits, setup, len(train) // batch,

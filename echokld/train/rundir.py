@@ -82,14 +82,22 @@ class RunDir:
   def write_split(self, split_cases: dict[str, list[str]]) -> None:
     self.write_json("split.json", split_cases)
 
-  def write_preprocessing(self, image_shape: Sequence[int], config: Any,
-                          reference: Any) -> None:
-    """preprocessing.json: what prediction must repeat to see frames as training did."""
+  def write_preprocessing(self, image_shape: Sequence[int], config: Any, reference: Any,
+                          frame_shapes: Sequence[Sequence[int]] = ()) -> None:
+    """preprocessing.json: what prediction must repeat to see frames as training did.
+
+    `frame_shapes`: the training frames' sizes before preprocessing, recorded as their
+    range (train_frames), so prediction can say when a frame is unlike any seen in training.
+    """
+    shapes = np.asarray(frame_shapes, np.int64).reshape(-1, 2)
     self.write_json("preprocessing.json", {
         "image_shape": list(image_shape), "resize": bool(config.data.image_size),
         "lv_label": pipeline.LV_LABEL, "intensity": "uint8; min-max if not 8-bit",
         "dist_reference": None if reference is None else [float(v) for v in
-                                                          np.asarray(reference)]})
+                                                          np.asarray(reference)],
+        "train_frames": None if not len(shapes) else {
+            "count": int(len(shapes)), "min_shape": [int(v) for v in shapes.min(axis=0)],
+            "max_shape": [int(v) for v in shapes.max(axis=0)]}})
 
   def resume(self, state: Any) -> Any:
     """The latest checkpoint restored into `state`'s structure (or `state` when none).
