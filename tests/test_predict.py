@@ -279,3 +279,54 @@ def test_native_camus_size_frame_is_segmented(workdirs, runs, tmp_path):
   row = read_areas(out)["patient0001_2CH_ED.nii.gz"]
   assert float(row["lv_area_mm2"]) == pytest.approx(
       expected.sum() * camus_fixtures.ROW_MM * camus_fixtures.COL_MM, rel=1e-4)
+
+
+def test_never_writes_outside_output_nor_overwrites(workdirs, tmp_path):
+  """Issue 18.2: planted symlinks, --output equal to --input, colliding stems."""
+  rng = np.random.default_rng(4)
+  src = tmp_path / "in"
+  (src / "sub").mkdir(parents=True)
+  for name in ("a.png", "a.jpg", "c.png", os.path.join("sub", "d.png")):
+    Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(src / name)
+  outside = tmp_path / "outside"
+  outside.mkdir()
+  secret = outside / "bashrc"
+  secret.write_text("keep me\n")
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "c_overlay.png").symlink_to(secret)  # Planted: must not be written through.
+  (out / "sub").symlink_to(outside, target_is_directory=True)  # Leads outside --output.
+  for extra in ([], ["--overwrite"]):
+    result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={out}", *extra)
+    assert result.returncode == 2, result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 2, result.stderr
+    assert any("c_overlay.png: exists as a symlink; not replaced" in l for l in lines), lines
+    assert any("resolves outside the output folder" in l for l in lines), lines
+    assert secret.read_text() == "keep me\n" and sorted(os.listdir(outside)) == ["bashrc"]
+    # a.png and a.jpg both kept, under distinct names.
+    assert "segmented 2 of 4 frames" in result.stdout
+    assert sorted(read_areas(out)) == ["a.jpg", "a.png"]
+    assert {"a_png_mask.png", "a_jpg_mask.png", "a_png_overlay.png"} <= set(os.listdir(out))
+    assert not (out / "c_mask.png").exists()  # A frame's files land all or none.
+    assert not [n for n in os.listdir(out) if n.startswith(".")]  # No staging left.
+    (out / "areas.csv").unlink()
+
+  # --output equal to --input: existing masks and areas.csv are kept unless --overwrite.
+  (src / "c_mask.png").write_bytes(b"earlier mask")
+  (src / "areas.csv").write_text("earlier\n")
+  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={src}")
+  assert result.returncode == 2 and error_lines(result) == [
+      f"error: {src / 'areas.csv'}: exists; not overwritten (use --overwrite or another "
+      "--output)"], result.stderr
+  assert (src / "areas.csv").read_text() == "earlier\n"
+  (src / "areas.csv").unlink()
+  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={src}")
+  assert result.returncode == 2 and (src / "c_mask.png").read_bytes() == b"earlier mask"
+  assert [l for l in error_lines(result) if "c_mask.png: exists; not overwritten" in l]
+  assert "segmented 3 of 4 frames" in result.stdout
+  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={src}",
+                   "--overwrite")
+  assert result.returncode == 0, result.stderr
+  assert "segmented 4 of 4 frames" in result.stdout
+  assert np.asarray(Image.open(src / "c_mask.png")).shape == (40, 40)

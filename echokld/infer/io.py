@@ -49,6 +49,7 @@ class Frame:
   image: np.ndarray  # 2-D, rows = depth.
   spacing_mm: tuple[float, float] | None
   quality: str | None = None
+  out_stem: str | None = None  # Stem of its outputs (output_stems); the input's by default.
 
   @property
   def name(self) -> str:
@@ -150,12 +151,34 @@ def read_frame(path: str, rel_dir: str, metadata: Metadata | None = None) -> Fra
   return Frame(path, rel_dir, stem, ext, image, spacing, quality)
 
 
-def output_paths(frame: Frame, out_dir: str) -> tuple[str, str]:
-  """(mask path, overlay path) of a frame; the mask keeps the input's extension."""
-  folder_out = os.path.join(out_dir, frame.rel_dir)
+def output_stems(inputs: Sequence[tuple[str, str]]) -> dict[str, str]:
+  """Input path -> stem of its outputs, distinct within each output sub-folder.
+
+  a.png and a.jpg would both write a_mask.png: inputs sharing a stem (case-insensitively,
+  for case-insensitive file systems) get their extension appended (a_png, a_jpg).
+  """
+  groups: dict[tuple[str, str], list[str]] = {}
+  for path, rel_dir in inputs:
+    groups.setdefault((rel_dir, split_ext(os.path.basename(path))[0].lower()), []).append(path)
+  out, taken = {}, set()
+  for path, rel_dir in inputs:
+    stem, ext = split_ext(os.path.basename(path))
+    if len(groups[(rel_dir, stem.lower())]) > 1:
+      stem = f"{stem}_{ext.lstrip('.').replace('.', '_')}"
+    candidate, n = stem, 1
+    while (rel_dir, candidate.lower()) in taken:
+      n += 1
+      candidate = f"{stem}_{n}"
+    taken.add((rel_dir, candidate.lower()))
+    out[path] = candidate
+  return out
+
+
+def output_names(frame: Frame) -> tuple[str, str]:
+  """(mask name, overlay name) of a frame; the mask keeps the input's extension."""
+  stem = frame.out_stem or frame.stem
   ext = ".png" if frame.ext.lower() in LOSSY_EXTENSIONS else frame.ext
-  return (os.path.join(folder_out, f"{frame.stem}_mask{ext}"),
-          os.path.join(folder_out, f"{frame.stem}_overlay.png"))
+  return f"{stem}_mask{ext}", f"{stem}_overlay.png"
 
 
 def write_mask(frame: Frame, mask: np.ndarray, path: str) -> None:
