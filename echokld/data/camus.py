@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from echokld.data import files
 from echokld.errors import InputError
 
 VIEWS = ("2CH", "4CH")
@@ -286,6 +287,7 @@ def read_nifti(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
 
 def read_mhd(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
   """Reads a 2019 .mhd/.raw frame (a 3-D volume with one slice) with SimpleITK."""
+  files.check_mhd_data_file(path)
   reader = sitk.ImageFileReader()
   reader.SetFileName(str(path))
   try:

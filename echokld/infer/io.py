@@ -195,9 +195,13 @@ def write_mask(frame: Frame, mask: np.ndarray, path: str) -> None:
     image.header["cal_min"], image.header["cal_max"] = 0, 1
     nib.save(image, path)
   elif lower in MHD_EXTENSIONS:
-    ref = sitk.ReadImage(frame.path)
+    ref = sitk.ImageFileReader()  # The header only: its data file was read and checked.
+    ref.SetFileName(frame.path)
+    ref.ReadImageInformation()
     image = sitk.GetImageFromArray(mask.reshape(ref.GetSize()[::-1]))
-    image.CopyInformation(ref)
+    image.SetSpacing(ref.GetSpacing())
+    image.SetOrigin(ref.GetOrigin())
+    image.SetDirection(ref.GetDirection())
     sitk.WriteImage(image, path)
   else:
     Image.fromarray(mask, mode="L").save(path)
