@@ -5,16 +5,27 @@ Each test reproduces one case of the issue (it fails on the code before the fix)
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import pathlib
+import shutil
+import subprocess
+import sys
 
+import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 import camus_fixtures
+from conftest import ROOT, tiny_config
 from echokld.data import camus
 from echokld.errors import InputError
 from echokld.infer import io as predict_io
+from echokld.infer import runs as predict_runs
+from echokld.train import build as build_lib
+from echokld.train import checkpoints, loop, rundir, writers
 
 
 # ---- 3. A .mhd header names its data file: only one beside the header is read -------------
@@ -64,3 +75,131 @@ def test_mhd_fifo_data_file_is_refused_not_read(camus_2019):
   os.mkfifo(raw)  # Reading it would block forever.
   with pytest.raises(InputError, match="not a regular file"):
     camus.read_mhd(folder / "patient0001_2CH_ED.mhd")
+
+
+# ---- A tiny trained run, copied by each test that damages or reuses a run folder ---------
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A 3-epoch tiny run (its latest checkpoint is also its best: epoch 3)."""
+  workdir = tmp_path_factory.mktemp("trained") / "run"
+  loop.train_and_evaluate(tiny_config("dice", **{"train.max_epochs": EPOCHS}), str(workdir))
+  return workdir
+
+
+def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+  shutil.copytree(src, dst, ignore=shutil.ignore_patterns(rundir.LOCK_FILE))
+  return dst
+
+
+def add_worse_latest(workdir: pathlib.Path) -> None:
+  """Saves epoch 3's state again as checkpoint 4 with val Dice -1: best 3, latest 4."""
+  config = tiny_config("dice", **{"train.max_epochs": EPOCHS})
+  shape = tuple(json.loads((workdir / "preprocessing.json").read_text())["image_shape"])
+  target = build_lib.build(config, shape, None).state
+  manager = checkpoints.make_manager(str(workdir / "checkpoints"))
+  checkpoints.save(manager, 4, checkpoints.restore(manager, 3, target), -1.0)
+  assert (manager.best_step(), manager.latest_step()) == (3, 4)
+  manager.close()
+
+
+def damage(step_dir: pathlib.Path) -> None:
+  """Empties the checkpoint's OCDBT manifest: the damage that made orbax print ~40
+  'Event loop is closed' tracebacks after its error."""
+  (step_dir / "default" / "manifest.ocdbt").write_bytes(b"")
+
+
+def rows(workdir: pathlib.Path) -> list[dict]:
+  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---- 6. A damaged run folder: fall back, drop a torn line, one line for the rest -----------
+
+def test_damaged_latest_checkpoint_falls_back_to_best(trained, tmp_path, capfd):
+  reference = copy_run(trained, tmp_path / "reference")
+  with (reference / "metrics.jsonl").open("a") as f:
+    f.write('{"epoch": 4, "step": 2')  # Torn by a kill mid-write: dropped, epoch 4 redone.
+  damaged = copy_run(trained, tmp_path / "damaged")
+  add_worse_latest(damaged)
+  damage(damaged / "checkpoints" / "4")
+  capfd.readouterr()
+  config = tiny_config("dice", **{"train.max_epochs": EPOCHS + 1})
+  loop.train_and_evaluate(config, str(damaged))
+  out, err = capfd.readouterr()
+  assert "checkpoint of epoch 4 is damaged" in out and "resuming from epoch 3" in out, out
+  assert "Traceback" not in err and "Event loop is closed" not in err, err[-2000:]
+  assert os.listdir(damaged / "damaged_checkpoints") == ["4"]
+  loop.train_and_evaluate(config, str(reference))
+  # The fallback resumed exactly: its epoch 4 is the plain resume's epoch 4.
+  assert [r["epoch"] for r in rows(damaged)] == [1, 2, 3, 4]
+  for key in ("val_dice", "train_total", "step"):
+    assert rows(damaged)[3][key] == rows(reference)[3][key], key
+  summary = json.loads((damaged / "summary.json").read_text())
+  assert summary["test"] == json.loads((reference / "summary.json").read_text())["test"]
+
+
+def test_no_restorable_checkpoint_is_one_line(trained, tmp_path, capfd):
+  workdir = copy_run(trained, tmp_path / "run")
+  damage(workdir / "checkpoints" / "3")
+  capfd.readouterr()
+  with pytest.raises(InputError, match="no checkpoint can be restored"):
+    loop.train_and_evaluate(tiny_config("dice", **{"train.max_epochs": 4}), str(workdir))
+  result = run_predict(f"--workdir={workdir}", f"--input={workdir / 'frame.png'}",
+                       f"--output={tmp_path / 'out'}", frame=workdir / "frame.png")
+  assert result.returncode == 2
+  assert result.stderr.count("\n") == 1 and "cannot restore checkpoint" in result.stderr, \
+      result.stderr[-3000:]
+  assert "Event loop is closed" not in capfd.readouterr().err
+
+
+def test_predict_falls_back_when_best_is_damaged(trained, tmp_path):
+  workdir = copy_run(trained, tmp_path / "run")
+  add_worse_latest(workdir)
+  damage(workdir / "checkpoints" / "3")
+  run = predict_runs.load_run(workdir)
+  assert run.step == 4  # Epoch 3's state, saved again as 4.
+  best = predict_runs.load_run(trained)
+  assert best.step == 3
+  for a, b in zip(jax.tree_util.tree_leaves(run.params), jax.tree_util.tree_leaves(best.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_truncated_config_and_torn_metrics(trained, tmp_path):
+  workdir = copy_run(trained, tmp_path / "run")
+  text = (workdir / "config.json").read_text()
+  (workdir / "config.json").write_text(text[:len(text) // 2])
+  config = tiny_config("dice", **{"train.max_epochs": EPOCHS})
+  with pytest.raises(InputError, match="config.json: damaged"):
+    loop.train_and_evaluate(config, str(workdir))
+  (workdir / "config.json").write_text(text)
+  metrics = (workdir / "metrics.jsonl").read_text().splitlines()
+  (workdir / "metrics.jsonl").write_text("\n".join(metrics[:1] + ["{torn"] + metrics[1:]))
+  with pytest.raises(InputError, match="line 2 is not an epoch row"):  # Not the last line.
+    writers.read_metrics(str(workdir))
+  (workdir / "metrics.jsonl").write_text("\n".join(metrics) + '\n{"epoch": 4, "st')
+  assert [r["epoch"] for r in writers.read_metrics(str(workdir))] == [1, 2, 3]
+  loop.train_and_evaluate(config, str(workdir))  # Finished: only tested again.
+  assert [r["epoch"] for r in rows(workdir)] == [1, 2, 3]
+
+
+class FullDisk:
+  directory = "/runs/x/checkpoints"
+
+  def save(self, *args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_during_save_is_one_line():
+  with pytest.raises(InputError, match=r"checkpoints/5: cannot save checkpoint \(OSError: "
+                     r"\[Errno 28\] No space left on device\)"):
+    checkpoints.save(FullDisk(), 5, {"w": np.zeros(2)}, 0.5)
+
+
+def run_predict(*args, frame=None):
+  if frame is not None:
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(frame)
+  return subprocess.run([sys.executable, "-m", "echokld.predict", *map(str, args)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=180)

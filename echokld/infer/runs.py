@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 import ml_collections
@@ -127,17 +128,27 @@ def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -
   except (AttributeError, KeyError, TypeError, ValueError) as exc:
     raise InputError(os.path.join(workdir, "config.json"),
                      f"unusable config ({type(exc).__name__}: {one_line(exc)})") from None
-  manager = checkpoints.make_manager(ckpt_dir)
   try:
-    step = manager.best_step()
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    manager = checkpoints.make_manager(ckpt_dir)
+  except Exception as exc:  # A damaged checkpoints/ folder can fail orbax's scan.
+    raise InputError(ckpt_dir, f"unreadable checkpoint folder ({type(exc).__name__}: "
+                     f"{one_line(exc)})") from None
+  try:
+    best, latest = manager.best_step(), manager.latest_step()
+    if latest is None:
       raise InputError(ckpt_dir, "no checkpoint in this folder")
-    try:
-      params = checkpoints.restore(manager, step, setup.state).params
-    except Exception as exc:  # orbax raises many types for a damaged or foreign checkpoint.
-      raise InputError(os.path.join(ckpt_dir, str(step)), f"cannot restore checkpoint "
-                       f"({type(exc).__name__}: {one_line(exc)})") from None
+    # The best epoch; if its checkpoint is damaged, the other one (the latest), said so.
+    order = [s for s in (best, latest) if s is not None]
+    step, restored, failed = checkpoints.restore_first(manager, list(dict.fromkeys(order)),
+                                                       setup.state)
+    if step is None:
+      raise InputError(os.path.join(ckpt_dir, str(failed[0][0])), "cannot restore "
+                       f"checkpoint ({one_line(failed[0][1])})")
+    if failed:
+      print(f"warning: {os.path.join(ckpt_dir, str(failed[0][0]))}: cannot restore the best "
+            f"checkpoint ({one_line(failed[0][1], 120)}); using epoch {step} instead",
+            file=sys.stderr, flush=True)
+    params = restored.params
   finally:
     manager.close()
   predict = step_lib.make_predict(setup.model, config, batch_size)

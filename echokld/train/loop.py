@@ -100,10 +100,25 @@ def _check_group(config: Any, seeds: Sequence[int], workdirs: Sequence[str], mod
 
 def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
              ) -> tuple[list[Member], tuple[int, int]]:
-  """Reads the data once, splits it per seed and builds each run's state (resumed if saved)."""
+  """Reads the data once, splits it per seed and builds each run's state (resumed if saved).
+
+  Each run folder is locked from here on; on any error the folders opened so far are closed
+  (and unlocked) before it propagates.
+  """
+  runs: list[RunDir] = []
+  try:
+    for w, s in zip(workdirs, seeds):
+      runs.append(RunDir(w, config.log.tensorboard, f"seed {s}" if len(seeds) > 1 else ""))
+    return _build_members(config, runs, seeds)
+  except BaseException:
+    for run in runs:
+      run.close()
+    raise
+
+
+def _build_members(config: Any, runs: Sequence[RunDir], seeds: Sequence[int]
+                   ) -> tuple[list[Member], tuple[int, int]]:
   configs = [with_seed(config, s) for s in seeds]
-  runs = [RunDir(w, config.log.tensorboard, f"seed {s}" if len(seeds) > 1 else "")
-          for w, s in zip(workdirs, seeds)]
   records = (None if config.data.source == "synthetic"  # Synthetic frames depend on the seed.
              else pipeline.load_records(config.data, config.seed))
   built = [pipeline.build_splits(c, records) for c in configs]

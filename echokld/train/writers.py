@@ -10,6 +10,8 @@ import json
 import os
 from typing import Any
 
+from echokld.errors import InputError
+
 
 class MetricWriter:
   """Appends one JSON object per epoch to metrics.jsonl; mirrors scalars to TensorBoard.
@@ -32,10 +34,11 @@ class MetricWriter:
     """Drops epochs after `epoch` (they are redone when a run resumes from a checkpoint)."""
     if not self.enabled or not os.path.exists(self.path):
       return
-    with open(self.path) as f:
-      rows = [line for line in f if line.strip() and json.loads(line)["epoch"] <= epoch]
-    with open(self.path, "w") as f:
-      f.writelines(rows)
+    rows = [row for row in _read_rows(self.path) if row["epoch"] <= epoch]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, self.path)  # A kill here leaves the old file or the new, never half.
 
   def write(self, row: dict[str, Any]) -> None:
     if not self.enabled:
@@ -53,9 +56,33 @@ class MetricWriter:
       self._tb.close()
 
 
+def _read_rows(path: str) -> list[dict[str, Any]]:
+  """The rows of metrics.jsonl; a torn last line (a kill or full disk mid-write) is dropped.
+
+  Any other unreadable line is an InputError naming the file and line.
+  """
+  try:
+    with open(path, "rb") as f:
+      lines = [line for line in f.read().split(b"\n") if line.strip()]
+  except OSError as exc:
+    raise InputError(path, f"cannot read ({exc.strerror})") from None
+  rows = []
+  for n, line in enumerate(lines, start=1):
+    try:
+      row = json.loads(line)
+      if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+        raise ValueError("not an epoch row")
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included.
+      if n == len(lines):
+        break  # Torn last line: that epoch is trained again.
+      raise InputError(path, f"line {n} is not an epoch row ({exc}); "
+                       "use a new --workdir") from None
+    rows.append(row)
+  return rows
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _read_rows(path)
