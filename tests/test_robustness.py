@@ -203,3 +203,41 @@ def run_predict(*args, frame=None):
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(frame)
   return subprocess.run([sys.executable, "-m", "echokld.predict", *map(str, args)], cwd=ROOT,
                         capture_output=True, text=True, timeout=180)
+
+
+# ---- 5. One run per workdir: a second one is refused in one line --------------------------
+
+def test_second_run_in_a_locked_workdir_is_refused(trained, tmp_path):
+  workdir = copy_run(trained, tmp_path / "run")
+  before = (workdir / "metrics.jsonl").read_bytes()
+  held = rundir.lock_workdir(str(workdir))  # As a running training holds it.
+  try:
+    other = tiny_config("dice", **{"train.max_epochs": EPOCHS + 1, "train.learning_rate": 0.1})
+    with pytest.raises(InputError, match="another run is using this workdir"):
+      loop.train_and_evaluate(other, str(workdir))
+    result = subprocess.run(
+        [sys.executable, "-m", "echokld.main", "--config=dice", f"--workdir={workdir}",
+         "--config.train.max_epochs=4"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"error: {workdir}: another run is using this workdir (process "
+                             f"{os.getpid()} holds .lock); wait for it to end or use a new "
+                             "--workdir\n")
+    assert (workdir / "metrics.jsonl").read_bytes() == before
+  finally:
+    os.close(held)
+  # Released (as when the holder ends, kill -9 included): the run continues.
+  loop.train_and_evaluate(tiny_config("dice", **{"train.max_epochs": EPOCHS + 1}),
+                          str(workdir))
+  assert [r["epoch"] for r in rows(workdir)] == [1, 2, 3, 4]
+  held = rundir.lock_workdir(str(workdir))  # The finished run let it go.
+  os.close(held)
+
+
+def test_lock_file_symlink_is_not_followed(tmp_path):
+  target = tmp_path / "elsewhere"
+  target.write_text("untouched")
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / rundir.LOCK_FILE).symlink_to(target)
+  with pytest.raises(InputError, match="cannot open the workdir lock"):
+    rundir.lock_workdir(str(tmp_path / "run"))
+  assert target.read_text() == "untouched"
