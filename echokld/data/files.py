@@ -6,10 +6,13 @@ name any file as its data. These checks run before any reader opens the file.
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import re
 import stat
+
+import numpy as np
 
 from echokld.errors import InputError
 
@@ -64,3 +67,32 @@ def check_mhd_data_file(path: pathlib.Path) -> None:
     raise InputError(data, f"missing: the data file of {path.name}") from None
   if not stat.S_ISREG(mode):
     raise InputError(data, f"the data file of {path.name} is not a regular file")
+
+
+def check_finite(image: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+  """InputError if a float image holds NaN or infinity (min-max scaling would make the
+  whole frame 0: one NaN pixel silently blanked a frame)."""
+  if np.issubdtype(image.dtype, np.inexact) and not np.all(np.isfinite(image)):
+    bad = int(np.count_nonzero(~np.isfinite(image)))
+    raise InputError(path, f"image has {bad} NaN or infinite pixel{'s' if bad > 1 else ''}")
+  return image
+
+
+def check_spacing(spacing: tuple[float, float] | None, path: str | os.PathLike
+                  ) -> tuple[float, float] | None:
+  """None, or a (row, col) spacing of finite positive millimetres; InputError otherwise."""
+  if spacing is None:
+    return None
+  if not all(math.isfinite(v) and v > 0 for v in spacing):
+    raise InputError(path, f"pixel spacing {tuple(spacing)} mm must be finite and positive")
+  return spacing
+
+
+def check_name(path: str | os.PathLike) -> None:
+  """InputError for a file name that is not valid UTF-8 (it would fail later, when a CSV
+  naming it is written, after all the work)."""
+  name = os.fsdecode(os.path.basename(os.fspath(path)))
+  try:
+    name.encode("utf-8")
+  except UnicodeEncodeError:
+    raise InputError(ascii(name), "file name is not valid UTF-8; rename it") from None

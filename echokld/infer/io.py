@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 
-from echokld.data import camus, folder, pipeline
+from echokld.data import camus, files, folder, pipeline
 from echokld.errors import InputError
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
@@ -129,6 +129,7 @@ class Metadata:
 
 def read_frame(path: str, rel_dir: str, metadata: Metadata | None = None) -> Frame:
   """Reads one frame (InputError naming the file if it is unreadable or not 2-D)."""
+  files.check_name(path)
   stem, ext = split_ext(os.path.basename(path))
   lower = ext.lower()
   quality = None
