@@ -27,6 +27,7 @@ from echokld.data import camus, folder, pipeline
 from echokld.errors import InputError
 from echokld.infer import io as predict_io
 from echokld.infer import runs as predict_runs
+from echokld.study import sweep as study_sweep
 from echokld.train import build as build_lib
 from echokld.train import checkpoints, loop, rundir, writers
 
@@ -333,3 +334,30 @@ def test_decompression_bomb_fifo_and_undecodable_name(tmp_path):
     folder.read_folder(str(tmp_path))
   with pytest.raises(InputError, match="not valid UTF-8"):
     predict_io.read_frame(str(tmp_path / "images" / name), "")
+
+
+# ---- 8. --shard: every malformed value is one line, exit 2; an empty shard is said -------
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("0/0", "expected 0 <= i < n"), ("5/2", "expected 0 <= i < n"), ("-1/2", "expected 0 <= i < n"),
+    ("abc", "expected i/n"), ("1/2/3", "expected i/n"), ("1/", "expected i/n"),
+    ("0/2.5", "expected i/n"), ("", "expected i/n"),
+])
+def test_bad_shard_specs(spec, fragment):
+  with pytest.raises(InputError, match=f"--shard: {fragment}"):
+    study_sweep.parse_shard(spec)
+
+
+def test_sweep_cli_shards(tmp_path):
+  def sweep(*flags):
+    return subprocess.run([sys.executable, "-m", "echokld.sweep", f"--out={tmp_path / 's'}",
+                           "--models=dice", *flags], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+  done = sweep("--shard=0/0")
+  assert done.returncode == 2 and done.stderr == (
+      "error: --shard: expected 0 <= i < n, got '0/0'\n"), done.stderr
+  assert not (tmp_path / "s").exists()
+  done = sweep("--shard=1/2")  # One run in the grid: shard 1 of 2 is empty, and says so.
+  assert done.returncode == 0, done.stderr
+  assert "note: --shard=1/2 holds none of the 1 runs of this grid" in done.stderr
+  assert study_sweep.shard(list(range(5)), "1/2") == [1, 3]
