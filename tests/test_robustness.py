@@ -16,6 +16,7 @@ import sys
 import zlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,7 +25,7 @@ import camus_fixtures
 from conftest import ROOT, tiny_config
 from test_pipeline import write_folder
 from echokld.data import camus, folder, pipeline
-from echokld.errors import InputError
+from echokld.errors import InputError, TrainingDiverged
 from echokld.infer import io as predict_io
 from echokld.infer import runs as predict_runs
 from echokld.study import sweep as study_sweep
@@ -361,3 +362,60 @@ def test_sweep_cli_shards(tmp_path):
   assert done.returncode == 0, done.stderr
   assert "note: --shard=1/2 holds none of the 1 runs of this grid" in done.stderr
   assert study_sweep.shard(list(range(5)), "1/2") == [1, 3]
+
+
+# ---- 4. Divergence at the end of an epoch; NaN config values on a rerun --------------------
+
+def test_nan_parameters_at_epoch_end_are_never_saved(tmp_path, monkeypatch):
+  """The last step of epoch 2 leaves NaN parameters while its loss is finite: validation
+  Dice is then 0, not NaN, so only a check of the parameters catches it."""
+  make_chunk = loop.make_group_chunk
+
+  def poisoning(*args, **kwargs):
+    chunk = make_chunk(*args, **kwargs)
+
+    def run(group, images, masks, auxes, start, num_steps):
+      group, terms = chunk(group, images, masks, auxes, start, num_steps=num_steps)
+      last = int(start) + num_steps >= int(auxes[0][1])  # auxes: (perm, steps, reference).
+      if int(group[0].epoch) == 1 and last:  # The last chunk of epoch 2.
+        group = tuple(s.replace(params=jax.tree_util.tree_map(lambda p: p * jnp.nan,
+                                                              s.params)) for s in group)
+      return group, terms
+    return run
+
+  monkeypatch.setattr(loop, "make_group_chunk", poisoning)
+  workdir = tmp_path / "run"
+  config = tiny_config("dice", **{"train.max_epochs": 3})
+  with pytest.raises(TrainingDiverged) as info:
+    loop.train_and_evaluate(config, str(workdir))
+  assert str(info.value) == (f"parameters became non-finite in epoch 2; the last good "
+                             f"checkpoint is kept in {workdir / 'checkpoints'}")
+  assert [r["epoch"] for r in rows(workdir)] == [1]  # No row for the diverged epoch.
+  manager = checkpoints.make_manager(str(workdir / "checkpoints"))
+  assert list(manager.all_steps()) == [1]
+  target = build_lib.build(config, (32, 32), None).state
+  saved = checkpoints.restore(manager, 1, target)
+  manager.close()
+  assert all(np.all(np.isfinite(np.asarray(leaf)))
+             for leaf in jax.tree_util.tree_leaves(saved.params))
+  monkeypatch.undo()  # The message is true: the same command resumes from epoch 1.
+  summary = loop.train_and_evaluate(config, str(workdir))
+  assert summary["epochs"] == 3 and [r["epoch"] for r in rows(workdir)] == [1, 2, 3]
+
+
+def test_nan_config_value_equals_itself_on_rerun(trained, tmp_path):
+  workdir = copy_run(trained, tmp_path / "run")
+  config = tiny_config("dice", **{"train.max_epochs": EPOCHS, "train.weight_decay":
+                                  float("nan")})
+  (workdir / "config.json").write_text(config.to_json())  # As the first run wrote it.
+  assert "NaN" in (workdir / "config.json").read_text()
+  run = rundir.RunDir(str(workdir))
+  try:
+    run.check_or_write_config(config)  # The same command again: accepted.
+    other = tiny_config("dice", **{"train.max_epochs": EPOCHS, "train.weight_decay": 0.5})
+    with pytest.raises(InputError, match=r"train.weight_decay differs"):
+      run.check_or_write_config(other)
+  finally:
+    run.close()
+  assert rundir.same_value([1.0, float("nan")], (1.0, float("nan")))
+  assert not rundir.same_value(float("nan"), 0.0) and not rundir.same_value([1], [1, 2])
