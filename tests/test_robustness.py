@@ -18,6 +18,7 @@ import zlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
@@ -197,10 +198,16 @@ class FullDisk:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_full_disk_during_save_is_one_line():
+def test_full_disk_during_save_is_one_line(tmp_path, monkeypatch):
   with pytest.raises(InputError, match=r"checkpoints/5: cannot save checkpoint \(OSError: "
                      r"\[Errno 28\] No space left on device\)"):
     checkpoints.save(FullDisk(), 5, {"w": np.zeros(2)}, 0.5)
+  # In training: one InputError (exit 2 from the CLI), and the workdir is unlocked after.
+  monkeypatch.setattr(ocp.CheckpointManager, "save", FullDisk.save)
+  workdir = tmp_path / "run"
+  with pytest.raises(InputError, match="checkpoints/1: cannot save checkpoint"):
+    loop.train_and_evaluate(tiny_config("dice", **{"train.max_epochs": 1}), str(workdir))
+  os.close(rundir.lock_workdir(str(workdir)))
 
 
 def run_predict(*args, frame=None):

@@ -202,6 +202,16 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
   seeds = [config.seed] if seeds is None else [int(s) for s in seeds]
   _check_group(config, seeds, workdirs, mode)
   members, image_shape = _members(config, workdirs, seeds)
+  try:
+    return _train_members(config, members, image_shape, mode, extra_hooks)
+  finally:  # Whatever happens (a full disk, Ctrl-C), the run folders are closed and unlocked.
+    for m in members:
+      m.run.close()
+
+
+def _train_members(config: ml_collections.ConfigDict, members: list[Member],
+                   image_shape: tuple[int, int], mode: str,
+                   extra_hooks: Sequence[hooks_lib.Hook]) -> list[dict[str, Any]]:
   size, batch = len(members), config.train.batch_size
   placement = mesh.setup(config.train)
   first = members[0].setup

@@ -64,6 +64,7 @@ class RunDir:
       os.remove(probe)
     except OSError as exc:
       raise InputError(workdir, f"workdir is not writable ({exc.strerror})") from None
+    self._closed = False
     self._lock = lock_workdir(workdir) if self.main else None
     try:
       self.manager = checkpoints.make_manager(self.file("checkpoints"))
@@ -204,7 +205,10 @@ class RunDir:
     os.replace(tmp, path)
 
   def close(self) -> None:
-    """Closes the writers and the checkpoint manager and releases the lock."""
+    """Closes the writers and the checkpoint manager and releases the lock (once)."""
+    if self._closed:
+      return
+    self._closed = True
     self.writer.close()
     self.manager.close()
     self._unlock()
