@@ -422,6 +422,7 @@ def test_paper_protocol_sweep_with_the_papers_model_sets_per_group(tmp_path):
       for model in models:
         config = json.loads(registry.load_config(f"{model}:paper").to_json())
         config["seed"] = seed
+        config["data"].update(qualities=[group], keep_unknown_quality=False)  # As --groups.
         if group == "Good":
           config["train"]["max_epochs"] = 5  # As a shortened paper run would.
         workdir = str(sweep / f"{model}_{group}_seed{seed}")
