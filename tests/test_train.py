@@ -131,3 +131,11 @@ def test_the_console_says_resumed_and_already_finished(tmp_path):
   assert done.returncode == 0, done.stderr
   assert f"{workdir} is already finished at epoch 2 (max_epochs 2)" in done.stdout
   assert not [l for l in done.stdout.splitlines() if l.startswith("epoch")]
+  # environment.json: one entry per start, each saying where it began and on what.
+  import importlib.metadata
+  entries = json.loads((workdir / "environment.json").read_text())
+  assert [e["start_epoch"] for e in entries] == [0, 1, 2]
+  assert entries[0]["packages"]["jax"] == importlib.metadata.version("jax")
+  assert entries[0]["packages"]["flax"] == importlib.metadata.version("flax")
+  assert entries[0]["backend"] == "cpu" and entries[0]["devices"][0]["platform"] == "cpu"
+  assert entries[0]["python"] == sys.version.split()[0]

@@ -33,6 +33,7 @@ from echokld.evaluation import test_set
 from echokld.objectives import conditioning
 from echokld.objectives.dice import hard_dice
 from echokld.train import build as build_lib
+from echokld.train import environment
 from echokld.train import hooks as hooks_lib
 from echokld.train import mesh, state as state_lib, step as step_lib
 from echokld.train.replicate import DEFAULT_MODE, MODES, replicate
@@ -124,6 +125,8 @@ def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
     run.write_split(split_cases)
     run.write_preprocessing(image_shape, c, reference)
     setup = dataclasses.replace(setup, state=run.resume(setup.state))
+    run.write_json("environment.json", environment.history(run.file("environment.json")) +
+                   [environment.describe(int(setup.state.epoch))])
     _say_where(run, setup.state, c)
     members.append(Member(c, run, splits, setup, len(train) // batch,
                           jax.random.PRNGKey(c.seed + 1)))
