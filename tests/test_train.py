@@ -117,8 +117,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 def test_the_console_says_resumed_and_already_finished(tmp_path):
   workdir = tmp_path / "run"
-  first = cli("--config.train.max_epochs=1", workdir=workdir)
+  first = cli("--config.train.max_epochs=1", "--config.log.progress=True", workdir=workdir)
   assert first.returncode == 0, first.stderr
+  # Not a terminal: no bar, no carriage returns, only plain lines (and no absl INFO noise).
+  assert "\r" not in first.stdout + first.stderr and "img/s" not in first.stderr
+  assert not [l for l in first.stderr.splitlines() if l.startswith("I1")]
   lines = first.stdout.splitlines()
   assert lines[0].startswith("Dice (dice): ") and " parameters, frames 32x32, 1 run on 1 of " \
       in lines[0] and "cpu device(s)" in lines[0], lines[0]
