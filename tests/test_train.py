@@ -142,3 +142,14 @@ def test_the_console_says_resumed_and_already_finished(tmp_path):
   assert entries[0]["packages"]["flax"] == importlib.metadata.version("flax")
   assert entries[0]["backend"] == "cpu" and entries[0]["devices"][0]["platform"] == "cpu"
   assert entries[0]["python"] == sys.version.split()[0]
+
+
+def test_missing_tensorboardx_is_said_once(tmp_path, capsys, monkeypatch):
+  from echokld.train import writers
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)  # Importing it raises ImportError.
+  monkeypatch.setattr(writers, "_WARNED", set())
+  writers.MetricWriter(str(tmp_path / "a"), tensorboard=True)
+  writers.MetricWriter(str(tmp_path / "b"), tensorboard=True)
+  writers.MetricWriter(str(tmp_path / "c"), tensorboard=False)
+  err = capsys.readouterr().err
+  assert err.count("tensorboardX is not installed") == 1, err
