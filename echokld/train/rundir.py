@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from echokld import registry
 from echokld.data import pipeline
 from echokld.errors import InputError
 from echokld.evaluation import test_set
@@ -28,16 +29,6 @@ from echokld.train import checkpoints, mesh, writers
 # Keys that may change when a run in an existing workdir is continued.
 # train.data_parallel: a run may resume on another number of devices (same numbers).
 RESUMABLE_CHANGES = ("train.max_epochs", "train.data_parallel", "log.", "profile_steps")
-
-
-def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[prefix + key] = value
-  return flat
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -89,11 +80,11 @@ class RunDir:
     if self.latest_epoch() is not None and os.path.exists(path):
       try:
         with open(path) as f:
-          saved = _flatten(json.load(f))
+          saved = registry.flatten(json.load(f))
       except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
         raise InputError(path, f"damaged ({type(exc).__name__}: {exc}), so the saved run's "
                          "config cannot be compared; use a new --workdir") from None
-      now = _flatten(current)
+      now = registry.flatten(current)
       changed = sorted(k for k in set(saved) | set(now) if not same_value(saved.get(k),
                                                                             now.get(k))
                        and not k.startswith(RESUMABLE_CHANGES))
