@@ -52,12 +52,12 @@ def restore_first(manager: ocp.CheckpointManager, steps: Sequence[int], target: 
   A damaged checkpoint (torn by a crash, a full disk, a bad copy) raises one of many
   orbax/tensorstore/JSON errors; the caller falls back to the other checkpoint.
   """
+  _ignore_late_callbacks()  # Before the first read: a late callback can beat the except.
   failed = []
   for step in steps:
     try:
       return step, restore(manager, step, target), failed
     except Exception as exc:  # pylint: disable=broad-except
-      _ignore_late_callbacks()
       failed.append((step, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"))
   return None, target, failed
 
