@@ -337,8 +337,8 @@ def test_decompression_bomb_fifo_and_undecodable_name(tmp_path):
   name = os.fsdecode(b"patient0002_2CH_\xff.png")  # Not UTF-8: test_metrics.csv would fail.
   shutil.copy(big, tmp_path / "images" / name)
   shutil.copy(tmp_path / "labels" / "patient0001_2CH_ED.png", tmp_path / "labels" / name)
-  with pytest.raises(InputError, match=r"'patient0002_2CH_\\udcff.png': file name is not "
-                     "valid UTF-8"):
+  with pytest.raises(InputError, match=r"images/patient0002_2CH_\\udcff.png: file name is "
+                     "not valid UTF-8; rename it"):
     folder.read_folder(str(tmp_path))
   with pytest.raises(InputError, match="not valid UTF-8"):
     predict_io.read_frame(str(tmp_path / "images" / name), "")

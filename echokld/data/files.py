@@ -91,8 +91,8 @@ def check_spacing(spacing: tuple[float, float] | None, path: str | os.PathLike
 def check_name(path: str | os.PathLike) -> None:
   """InputError for a file name that is not valid UTF-8 (it would fail later, when a CSV
   naming it is written, after all the work)."""
-  name = os.fsdecode(os.path.basename(os.fspath(path)))
+  path = os.fsdecode(os.fspath(path))
   try:
-    name.encode("utf-8")
-  except UnicodeEncodeError:
-    raise InputError(ascii(name), "file name is not valid UTF-8; rename it") from None
+    path.encode("utf-8")
+  except UnicodeEncodeError:  # Named with the bad bytes escaped, so the line can be printed.
+    raise InputError(ascii(path)[1:-1], "file name is not valid UTF-8; rename it") from None

@@ -32,14 +32,21 @@ class MetricWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.enabled = enabled
     self._tb = None
-    if tensorboard and enabled:
+    # Opened at the first row: a run refused before training (bad data, a held lock)
+    # prints its one error line and nothing about TensorBoard.
+    self._tb_dir = os.path.join(workdir, "tensorboard") if tensorboard and enabled else None
+
+  def _tensorboard(self) -> Any:
+    if self._tb_dir is not None:
       try:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._tb = SummaryWriter(self._tb_dir)
       except ImportError:
         _warn_once("log.tensorboard is on but tensorboardX is not installed (pip install "
                    "'echokld[tensorboard]', or --config.log.tensorboard=False); metrics go "
                    "to metrics.jsonl only")
+      self._tb_dir = None
+    return self._tb
 
   def truncate_after(self, epoch: int) -> None:
     """Drops epochs after `epoch` (they are redone when a run resumes from a checkpoint)."""
@@ -56,7 +63,7 @@ class MetricWriter:
       return
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
-    if self._tb is not None:
+    if self._tensorboard() is not None:
       for key, value in row.items():
         if isinstance(value, (int, float)) and key != "epoch":
           self._tb.add_scalar(key, value, row["epoch"])
