@@ -119,7 +119,7 @@ def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
                        f"{len(train)} training frames")
     reference = (conditioning.reference_params(train.images, train.masks, c.loss.num_bins)
                  if conditioning.needs_reference(c) else None)
-    setup = build_lib.build(c, image_shape, reference)
+    setup = build_lib.build(c, image_shape, reference, steps_per_epoch=len(train) // batch)
     run.check_or_write_config(c)
     run.write_split(split_cases)
     run.write_preprocessing(image_shape, c, reference)
