@@ -123,6 +123,7 @@ def rules() -> list[tuple[str, Callable[[Any], bool], str]]:
       ("train.max_epochs", *int_at_least(0)),
       ("train.schedule", *one_of("plateau", "cosine", "onecycle")),
       ("train.warmup_epochs", *int_at_least(0)),
+      ("train.ema_decay", *number_in(0.0, 1.0, high_open=True)),
       ("train.plateau_patience", *int_at_least(1)),
       ("train.plateau_factor", *number_in(0.0, 1.0, low_open=True)),
       ("train.early_stop_patience", *int_at_least(1)),

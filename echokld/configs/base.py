@@ -51,6 +51,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.max_epochs = 20  # Cap; the paper has none (early stopping ends its runs).
   config.train.schedule = "plateau"  # plateau (the paper), cosine or onecycle (per step).
   config.train.warmup_epochs = 0  # cosine: linear warm-up epochs.
+  config.train.ema_decay = 0.0  # > 0: validate, checkpoint and predict a parameter EMA.
   config.train.plateau_patience = 10  # Halve the learning rate after this many bad epochs.
   config.train.plateau_factor = 0.5
   config.train.early_stop_patience = 30  # Stop after this many epochs without improvement.

@@ -270,7 +270,8 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
     vals = {}
     for i, k in enumerate(order):
       if k in trained:
-        vals[k] = val_dice_fn(group[i].params, refs[k], images, masks, members[k].val_index)
+        vals[k] = val_dice_fn(state_lib.eval_params(group[i]), refs[k], images, masks,
+                              members[k].val_index)
         group = group[:i] + (end_epoch(group[i], vals[k]),) + group[i + 1:]
     seconds = (time.perf_counter() - t0) / len(trained)  # Each run's share of the epoch.
     for i, k in enumerate(order):
@@ -315,7 +316,8 @@ def finish(member: Member, state: Any, predict: Any, placement: mesh.Placement,
   config, run, splits = member.config, member.run, member.splits
   test = splits["test"]
   best = run.best(state)
-  probs = np.asarray(predict(best.params, placement.put(test.images), reference))
+  probs = np.asarray(predict(state_lib.eval_params(best), placement.put(test.images),
+                             reference))
   rows = test_set.frame_rows(probs, test)
   run.write_test_results(test, probs, rows)
   history = run.history()

@@ -61,7 +61,7 @@ class RunDir:
     current = json.loads(config.to_json())
     if self.latest_epoch() is not None and os.path.exists(path):
       with open(path) as f:
-        saved = registry.flatten(json.load(f))
+        saved = registry.flatten(registry.upgrade(json.load(f)))
       now = registry.flatten(current)
       changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
                        and not k.startswith(RESUMABLE_CHANGES))
