@@ -155,6 +155,7 @@ def rules() -> list[tuple[str, Callable[[Any], bool], str]]:
        "0 (off) or a gamma shape >= 1"),
       ("augment.blur", *number_in(0.0, 1.0)),
       ("augment.flip", *number_in(0.0, 1.0)),
+      ("augment.tta", *one_of("none", "flip", "affine")),
       ("log.progress", *boolean()),
       ("log.tensorboard", *boolean()),
       ("profile_steps", _profile_steps, "'' or 'a,b' with a <= b"),

@@ -89,6 +89,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.augment.speckle = 0.0  # Gamma-noise shape k (mean 1; larger = milder); 0 = off.
   config.augment.blur = 0.0  # Largest blend towards a 3x3 binomial blur; 0 = off.
   config.augment.flip = 0.0  # Probability of a left-right flip (see augment.py: off).
+  config.augment.tta = "none"  # Test-time views in evaluation and predict: none, flip, affine.
 
   config.log = ml_collections.ConfigDict()
   config.log.progress = True  # A progress bar per epoch.
