@@ -27,6 +27,8 @@ def test_every_packaged_config_passes(name, arg):
     ("loss.terms", ("dice", "nope"), "is not a list without repeats of"),
     ("model.heads", ("vae", "vae"), "is not a list without repeats"),
     ("profile_steps", "5,2", "'' or 'a,b' with a <= b"),
+    ("augment.speckle", 0.5, "0 (off) or a gamma shape >= 1"),
+    ("augment.flip", 1.5, "1.5 is not a number in [0, 1]"),
 ])
 def test_bad_values_name_the_field(key, value, fragment):
   config = tiny_config(**{"model.name": "custom", key: value})

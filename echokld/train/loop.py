@@ -134,7 +134,7 @@ def _build_members(config: Any, runs: Sequence[RunDir], seeds: Sequence[int]
                        f"{len(train)} training frames")
     reference = (conditioning.reference_params(train.images, train.masks, c.loss.num_bins)
                  if conditioning.needs_reference(c) else None)
-    setup = build_lib.build(c, image_shape, reference)
+    setup = build_lib.build(c, image_shape, reference, steps_per_epoch=len(train) // batch)
     run.check_or_write_config(c)
     run.write_split(split_cases)
     run.write_preprocessing(image_shape, c, reference,
@@ -296,7 +296,8 @@ def _train_members(config: ml_collections.ConfigDict, members: list[Member],
     vals = {}
     for i, k in enumerate(order):
       if k in trained:
-        vals[k] = val_dice_fn(group[i].params, refs[k], images, masks, members[k].val_index)
+        vals[k] = val_dice_fn(state_lib.eval_params(group[i]), refs[k], images, masks,
+                              members[k].val_index)
         group = group[:i] + (end_epoch(group[i], vals[k]),) + group[i + 1:]
     seconds = (time.perf_counter() - t0) / len(trained)  # Each run's share of the epoch.
     for i, k in enumerate(order):
@@ -341,7 +342,8 @@ def finish(member: Member, state: Any, predict: Any, placement: mesh.Placement,
   config, run, splits = member.config, member.run, member.splits
   test = splits["test"]
   best = run.best(state)
-  probs = np.asarray(predict(best.params, placement.put(test.images), reference))
+  probs = np.asarray(predict(state_lib.eval_params(best), placement.put(test.images),
+                             reference))
   rows = test_set.frame_rows(probs, test)
   run.write_test_results(test, probs, rows)
   history = run.history()

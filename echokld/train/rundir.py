@@ -80,8 +80,9 @@ class RunDir:
     if self.latest_epoch() is not None and os.path.exists(path):
       try:
         with open(path) as f:
-          saved = registry.flatten(json.load(f))
-      except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+          saved = registry.flatten(registry.upgrade(json.load(f)))
+      except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError,
+              KeyError) as exc:
         raise InputError(path, f"damaged ({type(exc).__name__}: {exc}), so the saved run's "
                          "config cannot be compared; use a new --workdir") from None
       now = registry.flatten(current)
