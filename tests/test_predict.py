@@ -16,6 +16,7 @@ from PIL import Image
 import camus_fixtures
 from conftest import ROOT, tiny_config
 from echokld.infer import io as predict_io
+from echokld.infer import segment
 from echokld.infer import runs as predict
 from echokld.train import loop
 from echokld.data import camus
@@ -281,7 +282,7 @@ def test_native_camus_size_frame_is_segmented(workdirs, runs, tmp_path):
       expected.sum() * camus_fixtures.ROW_MM * camus_fixtures.COL_MM, rel=1e-4)
 
 
-def test_never_writes_outside_output_nor_overwrites(workdirs, tmp_path):
+def test_never_writes_outside_output_nor_overwrites(workdirs, runs, tmp_path, capsys):
   """Issue 18.2: planted symlinks, --output equal to --input, colliding stems."""
   rng = np.random.default_rng(4)
   src = tmp_path / "in"
@@ -296,16 +297,20 @@ def test_never_writes_outside_output_nor_overwrites(workdirs, tmp_path):
   out.mkdir()
   (out / "c_overlay.png").symlink_to(secret)  # Planted: must not be written through.
   (out / "sub").symlink_to(outside, target_is_directory=True)  # Leads outside --output.
-  for extra in ([], ["--overwrite"]):
-    result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={out}", *extra)
-    assert result.returncode == 2, result.stderr
-    lines = error_lines(result)
-    assert len(lines) == 2, result.stderr
+
+  def segment_in_process(out_dir, overwrite):
+    inputs = predict_io.find_inputs(str(src), exclude=str(out_dir))
+    rows, failures = segment.segment_files(runs[:1], inputs, str(out_dir), batch_size=4,
+                                           overwrite=overwrite)
+    return len(rows), failures, capsys.readouterr().err.splitlines()
+
+  for overwrite in (False, True):
+    done, failures, lines = segment_in_process(out, overwrite)
+    assert (done, failures, len(lines)) == (2, 2, 2), lines
     assert any("c_overlay.png: exists as a symlink; not replaced" in l for l in lines), lines
     assert any("resolves outside the output folder" in l for l in lines), lines
     assert secret.read_text() == "keep me\n" and sorted(os.listdir(outside)) == ["bashrc"]
     # a.png and a.jpg both kept, under distinct names.
-    assert "segmented 2 of 4 frames" in result.stdout
     assert sorted(read_areas(out)) == ["a.jpg", "a.png"]
     assert {"a_png_mask.png", "a_jpg_mask.png", "a_png_overlay.png"} <= set(os.listdir(out))
     assert not (out / "c_mask.png").exists()  # A frame's files land all or none.
@@ -321,12 +326,9 @@ def test_never_writes_outside_output_nor_overwrites(workdirs, tmp_path):
       "--output)"], result.stderr
   assert (src / "areas.csv").read_text() == "earlier\n"
   (src / "areas.csv").unlink()
-  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={src}")
-  assert result.returncode == 2 and (src / "c_mask.png").read_bytes() == b"earlier mask"
-  assert [l for l in error_lines(result) if "c_mask.png: exists; not overwritten" in l]
-  assert "segmented 3 of 4 frames" in result.stdout
-  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={src}",
-                   "--overwrite")
-  assert result.returncode == 0, result.stderr
-  assert "segmented 4 of 4 frames" in result.stdout
+  done, failures, lines = segment_in_process(src, False)
+  assert (done, failures) == (3, 1) and (src / "c_mask.png").read_bytes() == b"earlier mask"
+  assert len(lines) == 1 and "c_mask.png: exists; not overwritten" in lines[0], lines
+  (src / "areas.csv").unlink()
+  assert segment_in_process(src, True)[:2] == (4, 0)
   assert np.asarray(Image.open(src / "c_mask.png")).shape == (40, 40)
