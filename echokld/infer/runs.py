@@ -210,10 +210,10 @@ def train_frame_range(preprocessing: dict) -> tuple[tuple[int, int], tuple[int, 
   return low, high
 
 
-def size_warning(shape: Sequence[int], runs: Sequence[Run]) -> str | None:
-  """Why a frame of `shape` is unlike every training frame of some run, or None.
+def size_outlier(shape: Sequence[int], runs: Sequence[Run]) -> str | None:
+  """Which training frames a frame of `shape` is unlike (over WARN_SCALE off), or None.
 
-  Only a warning: the pipeline brings any frame to the model's canvas (resized, or
+  Only for a warning: the pipeline brings any frame to the model's canvas (resized, or
   padded/cropped), so no size is refused, but a model trained on 128x128 frames may
   segment a 2000x2000 frame poorly.
   """
@@ -225,8 +225,7 @@ def size_warning(shape: Sequence[int], runs: Sequence[Run]) -> str | None:
     if h > WARN_SCALE * hi_r or w > WARN_SCALE * hi_c or h * WARN_SCALE < lo_r or \
         w * WARN_SCALE < lo_c:
       seen = f"{lo_r}x{lo_c}" + ("" if (lo_r, lo_c) == (hi_r, hi_c) else f" to {hi_r}x{hi_c}")
-      return (f"frame size {h}x{w} is over {WARN_SCALE:g}x larger or smaller than the "
-              f"training frames of {run.workdir} ({seen}); segmented anyway, check the mask")
+      return f"the training frames of {run.workdir} ({seen})"
   return None
 
 

@@ -17,9 +17,9 @@ from echokld.cli import one_line
 from echokld.data import pipeline
 from echokld.errors import InputError
 from echokld.infer import io, outputs
-from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, Run, check_compatible,
-                                ensemble_probs, member_weights, prepare,
-                                size_warning)
+from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, WARN_SCALE, Run,
+                                check_compatible, ensemble_probs, member_weights, prepare,
+                                size_outlier)
 
 
 AREAS = "areas.csv"
@@ -48,7 +48,7 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
   output.check_free("", [AREAS])
   stems = io.output_stems(inputs)
   metadata = io.Metadata(quality=gating == "quality")
-  rows, failures = [], 0
+  rows, failures, outliers = [], 0, []
   bar = tqdm.tqdm(total=len(inputs), unit="frame", disable=None, dynamic_ncols=True)
   for start in range(0, len(inputs), batch_size):
     ready = []
@@ -57,9 +57,9 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
         frame = io.read_frame(path, rel_dir, metadata)
         frame.out_stem = stems[path]
         ready.append((frame, *prepare(frame.image, shape, resize, frame.spacing_mm, path)))
-        warning = size_warning(frame.image.shape, runs)
-        if warning:
-          tqdm.tqdm.write(f"warning: {one_line(f'{path}: {warning}')}", file=sys.stderr)
+        unlike = size_outlier(frame.image.shape, runs)
+        if unlike:
+          outliers.append((path, frame.image.shape, unlike))
       except Exception as exc:  # pylint: disable=broad-except  # One bad file stops nothing.
         failures += 1
         _report(exc, path)
@@ -89,5 +89,11 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
         rows.append(io.area_row(frame, mask))
     bar.update(len(inputs[start:start + batch_size]))
   bar.close()
+  if outliers:  # One line for the command, not one per frame of a large folder.
+    path, (h, w), unlike = outliers[0]
+    text = (f"{len(outliers)} of {len(inputs)} frames are over {WARN_SCALE:g}x larger or "
+            f"smaller than {unlike}, e.g. {path} ({h}x{w}); segmented anyway, check their "
+            "masks")
+    tqdm.tqdm.write(f"warning: {one_line(text, 600)}", file=sys.stderr)
   output.write("", lambda staging: io.write_areas(rows, os.path.join(staging, AREAS)))
   return rows, failures
