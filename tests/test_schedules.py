@@ -75,3 +75,8 @@ def test_an_ema_run_validates_and_checkpoints_the_average(tmp_path):
   assert state_lib.eval_params(setup.state) is not setup.state.params
   plain = build_lib.build(tiny_config(), (32, 32)).state
   assert state_lib.eval_params(plain) is plain.params
+  # Prediction restores the average: the run's test Dice is that of its EMA parameters.
+  from echokld.infer import runs as runs_lib
+  run = runs_lib.load_run(str(tmp_path))
+  best = checkpoints.restore(manager, run.step, setup.state)
+  np.testing.assert_array_equal(leaves(run.params), leaves(state_lib.eval_params(best)))

@@ -27,6 +27,7 @@ from echokld.errors import InputError
 from echokld.objectives import conditioning
 from echokld.train import build as build_lib
 from echokld.train import checkpoints
+from echokld.train import state as state_lib
 from echokld.train import step as step_lib
 
 THRESHOLD = 0.5
@@ -148,7 +149,7 @@ def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -
       print(f"warning: {os.path.join(ckpt_dir, str(failed[0][0]))}: cannot restore the best "
             f"checkpoint ({one_line(failed[0][1], 120)}); using epoch {step} instead",
             file=sys.stderr, flush=True)
-    params = restored.params
+    params = state_lib.eval_params(restored)  # The EMA when the run kept one.
   finally:
     manager.close()
   predict = step_lib.make_predict(setup.model, config, batch_size)
