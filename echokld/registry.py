@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import pkgutil
 from typing import Any
@@ -137,11 +138,35 @@ def check_consistent(config: Any) -> None:
 
 
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
-  """A config.json written before models had explicit switches, in today's form.
+  """A config.json written by an older echokld, in today's form.
 
-  Older runs chose behaviour from `model.vae_head`, `model.inject_dist`, `model.dist_head`,
-  `loss.kld_estimator = none` and the name `bd_vae`; their folders stay readable.
+  Runs from before models had explicit switches chose behaviour from `model.vae_head`,
+  `model.inject_dist`, `model.dist_head`, `loss.kld_estimator = none` and the name `bd_vae`;
+  fields added since (augmentation, schedules, ...) get their defaults. Their folders stay
+  readable by prediction and resumable.
   """
+  return _with_defaults(_explicit_switches(config))
+
+
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+  """Fields added since the run was written, at their defaults (which keep the behaviour
+  the run had: new features are off by default)."""
+  from echokld.configs import base
+  defaults = json.loads(base.get_config().to_json())
+
+  def merged(saved: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    out = dict(saved)
+    for key, value in default.items():
+      if key not in out:
+        out[key] = value
+      elif isinstance(value, dict) and isinstance(out[key], dict):
+        out[key] = merged(out[key], value)
+    return out
+
+  return merged(config, defaults)
+
+
+def _explicit_switches(config: dict[str, Any]) -> dict[str, Any]:
   model, loss = dict(config.get("model", {})), dict(config.get("loss", {}))
   if "heads" in model and "align_source" not in model:
     # Before issue 14: Models 6-7 aligned a regression head ("dist" in heads), injected by
@@ -171,3 +196,14 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
   if estimator == "none":
     loss["kld_estimator"] = "alpha"
   return {**config, "model": model, "loss": loss}
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  """A nested config dict as {"train.batch_size": 8, ...} (how configs are compared)."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out

@@ -31,6 +31,8 @@ def test_every_packaged_config_passes(name, arg):
     ("model.batch_source", "labels", "is not one of 'ground_truth', 'prediction'"),
     ("model.inject_via", "film", "is not one of 'broadcast', 'flat_latent'"),
     ("model.flat_latent", 0, "0 is not an integer >= 1"),
+    ("augment.speckle", 0.5, "0 (off) or a gamma shape >= 1"),
+    ("augment.flip", 1.5, "1.5 is not a number in [0, 1]"),
 ])
 def test_bad_values_name_the_field(key, value, fragment):
   config = tiny_config(**{"model.name": "custom", key: value})

@@ -23,7 +23,6 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
 from echokld import config_check
 from echokld.data import pipeline
@@ -33,8 +32,9 @@ from echokld.evaluation import test_set
 from echokld.objectives import conditioning
 from echokld.objectives.dice import hard_dice
 from echokld.train import build as build_lib
+from echokld.train import environment
 from echokld.train import hooks as hooks_lib
-from echokld.train import mesh, state as state_lib, step as step_lib
+from echokld.train import mesh, progress, state as state_lib, step as step_lib
 from echokld.train.replicate import DEFAULT_MODE, MODES, replicate
 from echokld.train.rundir import RunDir
 
@@ -100,10 +100,25 @@ def _check_group(config: Any, seeds: Sequence[int], workdirs: Sequence[str], mod
 
 def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
              ) -> tuple[list[Member], tuple[int, int]]:
-  """Reads the data once, splits it per seed and builds each run's state (resumed if saved)."""
+  """Reads the data once, splits it per seed and builds each run's state (resumed if saved).
+
+  Each run folder is locked from here on; on any error the folders opened so far are closed
+  (and unlocked) before it propagates.
+  """
+  runs: list[RunDir] = []
+  try:
+    for w, s in zip(workdirs, seeds):
+      runs.append(RunDir(w, config.log.tensorboard, f"seed {s}" if len(seeds) > 1 else ""))
+    return _build_members(config, runs, seeds)
+  except BaseException:
+    for run in runs:
+      run.close()
+    raise
+
+
+def _build_members(config: Any, runs: Sequence[RunDir], seeds: Sequence[int]
+                   ) -> tuple[list[Member], tuple[int, int]]:
   configs = [with_seed(config, s) for s in seeds]
-  runs = [RunDir(w, config.log.tensorboard, f"seed {s}" if len(seeds) > 1 else "")
-          for w, s in zip(workdirs, seeds)]
   records = (None if config.data.source == "synthetic"  # Synthetic frames depend on the seed.
              else pipeline.load_records(config.data, config.seed))
   built = [pipeline.build_splits(c, records) for c in configs]
@@ -119,11 +134,14 @@ def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
                        f"{len(train)} training frames")
     reference = (conditioning.reference_params(train.images, train.masks, c.loss.num_bins)
                  if conditioning.needs_reference(c) else None)
-    setup = build_lib.build(c, image_shape, reference)
+    setup = build_lib.build(c, image_shape, reference, steps_per_epoch=len(train) // batch)
     run.check_or_write_config(c)
     run.write_split(split_cases)
-    run.write_preprocessing(image_shape, c, reference)
+    run.write_preprocessing(image_shape, c, reference,
+                            [g.orig_shape for g in train.geometries])
     setup = dataclasses.replace(setup, state=run.resume(setup.state))
+    run.write_json("environment.json", environment.history(run.file("environment.json")) +
+                   [environment.describe(int(setup.state.epoch))])
     _say_where(run, setup.state, c)
     members.append(Member(c, run, splits, setup, len(train) // batch,
                           jax.random.PRNGKey(c.seed + 1)))
@@ -186,6 +204,16 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
   seeds = [config.seed] if seeds is None else [int(s) for s in seeds]
   _check_group(config, seeds, workdirs, mode)
   members, image_shape = _members(config, workdirs, seeds)
+  try:
+    return _train_members(config, members, image_shape, mode, extra_hooks)
+  finally:  # Whatever happens (a full disk, Ctrl-C), the run folders are closed and unlocked.
+    for m in members:
+      m.run.close()
+
+
+def _train_members(config: ml_collections.ConfigDict, members: list[Member],
+                   image_shape: tuple[int, int], mode: str,
+                   extra_hooks: Sequence[hooks_lib.Hook]) -> list[dict[str, Any]]:
   size, batch = len(members), config.train.batch_size
   placement = mesh.setup(config.train)
   first = members[0].setup
@@ -212,6 +240,11 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
            *extra_hooks]
   group = tuple(placement.put(m.setup.state) for m in members)
   order = list(range(size))  # group[i] is members[order[i]].
+  bar = progress.Progress(
+      config.log.progress,
+      sum(max(0, config.train.max_epochs - int(m.setup.state.epoch)) * m.steps_per_epoch
+          for m in members if not bool(m.setup.state.stopped)) * batch,
+      min(int(m.setup.state.epoch) for m in members), config.train.max_epochs)
   final: dict[int, Any] = {}
 
   while True:
@@ -238,8 +271,6 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
     auxes = tuple(auxes)
     first_step = int(group[0].step)
     sums = [_EpochTerms(int(s.step)) for s in group]
-    bar = tqdm.tqdm(total=sum(counts) * batch, unit="img", desc=f"epoch {max(epochs) + 1}",
-                    leave=False, disable=not config.log.progress, dynamic_ncols=True)
     pending = None
 
     def consume(item):  # One chunk late, so the device never waits for the host.
@@ -248,24 +279,25 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
         valid = max(0, min(counts[i] - start, length))
         if valid:
           sums[i].add(start, terms[i], valid)
-      bar.update(sum(max(0, min(c - start, length)) for c in counts) * batch)
+      bar.advance(sum(max(0, min(c - start, length)) for c in counts) * batch)
 
     for start, length in chunks(max(counts), config.train.steps_per_call):
       for hook in hooks:
         hook.before_chunk(first_step + start, length)
       group, terms = chunk_fn(group, images, masks, auxes, np.int32(start), num_steps=length)
+      bar.compiled()
       for hook in hooks:
         hook.after_chunk(first_step + start + length, group)
       if pending is not None:
         consume(pending)
       pending = (start, length, terms)
     consume(pending)
-    bar.close()
     trained = live
     vals = {}
     for i, k in enumerate(order):
       if k in trained:
-        vals[k] = val_dice_fn(group[i].params, refs[k], images, masks, members[k].val_index)
+        vals[k] = val_dice_fn(state_lib.eval_params(group[i]), refs[k], images, masks,
+                              members[k].val_index)
         group = group[:i] + (end_epoch(group[i], vals[k]),) + group[i + 1:]
     seconds = (time.perf_counter() - t0) / len(trained)  # Each run's share of the epoch.
     for i, k in enumerate(order):
@@ -283,6 +315,9 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
           hook.end_epoch(m.run, state, row)
       except hooks_lib.RunDiverged as exc:
         m.diverged = str(exc)
+      else:
+        bar.end_epoch(row, state, config.train.early_stop_patience)
+  bar.close()
   final.update({k: group[i] for i, k in enumerate(order)})
   for hook in hooks:
     hook.close()
@@ -307,7 +342,8 @@ def finish(member: Member, state: Any, predict: Any, placement: mesh.Placement,
   config, run, splits = member.config, member.run, member.splits
   test = splits["test"]
   best = run.best(state)
-  probs = np.asarray(predict(best.params, placement.put(test.images), reference))
+  probs = np.asarray(predict(state_lib.eval_params(best), placement.put(test.images),
+                             reference))
   rows = test_set.frame_rows(probs, test)
   run.write_test_results(test, probs, rows)
   history = run.history()
@@ -332,9 +368,8 @@ def finish(member: Member, state: Any, predict: Any, placement: mesh.Placement,
                     if t[k] is not None)
   if t["empty_predictions"]:
     shown += f"  empty {t['empty_predictions']}"
-  print(f"test ({t['frames']} frames): {shown}  (best val Dice "
-        f"{summary['val']['best_dice']:.4f} at epoch {summary['val']['best_epoch']})",
-        flush=True)
+  progress.write(f"test ({t['frames']} frames): {shown}  (best val Dice "
+                 f"{summary['val']['best_dice']:.4f} at epoch {summary['val']['best_epoch']})")
   return summary
 
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from echokld.data import augment
 from echokld.objectives import conditioning
 from echokld.objectives import terms as loss_terms
 from echokld.train.state import TrainState
@@ -67,10 +68,12 @@ def make_train_step(model: Any, tx: optax.GradientTransformation, config: Any,
     x, y = to_unit(images[idx]), masks[idx].astype(jnp.float32)[..., None]
     if batch_sharding is not None:
       x, y = jax.lax.with_sharding_constraint((x, y), batch_sharding)
+    rng = jax.random.fold_in(state.rng, state.step)
+    if config.augment.enabled:  # Its own key: the model's draws stay those of rng.
+      x, y = augment.augment_batch(jax.random.fold_in(rng, 1), x, y, config.augment)
     condition = conditioning.make_conditioning(config, reference).train
     batch = {"images": x, "masks": y,
              **(condition(x, y, first_pass_of(model, state.params)) if condition else {})}
-    rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
       outputs = model.apply({"params": params}, x, batch.get("dist_inject"), rng=rng,
@@ -122,6 +125,7 @@ def make_predict(model: Any, config: Any, batch_size: int) -> Callable:
 
   Batched by lax.map in `batch_size` frames. `reference` is the run's training-set fit,
   injected by Models 6-7 (echokld.objectives.conditioning); other models ignore it.
+  config.augment.tta averages test-time views (echokld.data.augment; "none" by default).
   """
 
   @jax.jit
@@ -132,10 +136,12 @@ def make_predict(model: Any, config: Any, batch_size: int) -> Callable:
     batches = images.reshape((padded // batch_size, batch_size) + images.shape[1:])
     infer = conditioning.make_conditioning(config, reference).infer
 
-    def run(batch):
-      x = to_unit(batch)
+    def probs_of(x):
       inject = infer(x, first_pass_of(model, params)) if infer is not None else None
       return jax.nn.sigmoid(model.apply({"params": params}, x, inject)["logits"][..., 0])
+
+    def run(batch):
+      return augment.test_time_average(probs_of, to_unit(batch), config.augment.tta)
 
     return jax.lax.map(run, batches).reshape((padded,) + images.shape[1:])[:n]
 
