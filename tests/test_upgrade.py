@@ -32,7 +32,18 @@ def test_a_pre_switch_config_gets_heads_terms_and_injection():
                    "inject_dist": True},
          "loss": {"kld_estimator": "none"}}
   new = registry.upgrade(old)
-  assert new["model"]["heads"] == ["dist"] and new["model"]["dist_injection"] == "batch"
+  # The regression head now follows from align_source; the injection was the broadcast one.
+  assert new["model"]["heads"] == [] and new["model"]["align_source"] == "head"
+  assert new["model"]["dist_injection"] == "batch"
+  assert new["model"]["inject_via"] == "broadcast"
   assert new["loss"]["terms"] == ["dice", "dist_align"]
   assert new["model"]["display_name"] == registry.get("bd_vae").display_name
   assert new["train"]["schedule"] == "plateau"  # And the later fields at their defaults.
+
+
+def test_a_pre_issue14_models_6_7_config_keeps_its_head_and_injection():
+  old = {"model": {"name": "rd_vae", "heads": ["dist"], "dist_injection": "reference"},
+         "loss": {"terms": ["dice", "dist_align"]}}
+  new = registry.upgrade(old)["model"]
+  assert new["heads"] == [] and new["align_source"] == "head"
+  assert new["inject_via"] == "broadcast" and new["batch_source"] == "ground_truth"
