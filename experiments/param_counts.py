@@ -1,6 +1,6 @@
 """Parameter counts of every packaged model at the paper's input sizes, next to Table 8.
 
-  python experiments/param_counts.py [--markdown]
+  python experiments/param_counts.py [--models=dice,bd_vae]
 
 Shapes only (jax.eval_shape through train.build), so it takes seconds. The paper's frames
 (§4.1): Poor 1152 x 496, Medium 1184 x 624, Good 1136 x 704 (rows x cols; divisible by 16).
@@ -37,9 +37,9 @@ def main() -> None:
     counts = {k: count(name, s) for k, s in SIZES.items()}
     paper = TABLE_8.get(spec.paper_number) if spec else None
     near = (min(counts.values(), key=lambda v: abs(v - paper)) if paper else None)
+    tail = f" | {paper:,} | {near / paper - 1:+.2%} |" if paper else " | | |"
     print(f"| {spec.paper_number if spec else '-'} {name} | " +
-          " | ".join(f"{v:,}" for v in counts.values()) +
-          f" | {paper:,} | {near / paper - 1:+.2%} |" if paper else " | | |")
+          " | ".join(f"{v:,}" for v in counts.values()) + tail)
 
 
 if __name__ == "__main__":

@@ -120,3 +120,17 @@ def test_model7_test_predictions_ignore_the_test_labels(tmp_path, monkeypatch):
   dice = [json.load(open(tmp_path / d / "summary.json"))["test"]["dice"]
           for d in ("right", "wrong")]
   assert dice[0] != pytest.approx(dice[1], abs=1e-3)
+
+
+def test_table_8_counts_of_models_6_and_7_at_the_poor_frames():
+  """Shapes only: Model 7 within 1% of Table 8's 38,088,420 at 1152 x 496 (the count's
+  arithmetic is in test_variants), Model 6's additions 62 above the paper's 12,643."""
+  from echokld import registry
+
+  def count(name):
+    return build.build(registry.load_config(name), (1152, 496), reference=[0.5, 0.3, 0.1],
+                       abstract=True).num_params
+
+  assert count("bd_vae") == 38_210_866
+  assert abs(count("bd_vae") / 38_088_420 - 1) < 0.01
+  assert count("rd_vae") - count("dice") == 12_705
