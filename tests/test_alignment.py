@@ -134,3 +134,13 @@ def test_table_8_counts_of_models_6_and_7_at_the_poor_frames():
   assert count("bd_vae") == 38_210_866
   assert abs(count("bd_vae") / 38_088_420 - 1) < 0.01
   assert count("rd_vae") - count("dice") == 12_705
+
+
+def test_model7_prediction_does_not_depend_on_the_other_frames_of_its_batch():
+  config, train, setup = _setup("bd_vae")
+  images = jnp.asarray(train.images[:4])
+  alone = step_lib.make_predict(setup.model, config, 1)(setup.state.params, images,
+                                                        setup.reference)
+  together = step_lib.make_predict(setup.model, config, 4)(setup.state.params, images,
+                                                           setup.reference)
+  np.testing.assert_allclose(np.asarray(alone), np.asarray(together), atol=1e-5)
