@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from PIL import Image
 
 import camus_fixtures
 from conftest import ROOT, tiny_config
+from echokld.clinical import volumes
 from echokld.infer import io as predict_io
 from echokld.infer import segment
 from echokld.infer import runs as predict
@@ -181,6 +183,24 @@ def test_camus_patient_folder_with_quality_gating(workdirs, runs, tmp_path):
   expected = predict.predict_masks(runs, [image], ["Good"], gating="quality")[0]
   written = np.asanyarray(nib.load(out / f"{frames[0]}_mask.nii.gz").dataobj)
   np.testing.assert_array_equal(written, expected.T)
+  # volumes.csv: per view, EDV, ESV and EF of the written ED and ES masks (clinical.volumes).
+  with open(out / "volumes.csv") as f:
+    table = {(r["patient"], r["method"]): r for r in csv.DictReader(f)}
+  assert sorted(table) == [(f"patient0001_{v}", m) for v in ("2CH", "4CH")
+                           for m in ("area_length", "disks")]
+  masks = [volumes.FrameMask("patient0001_2CH", p, f"{p}.nii.gz",
+                             np.asanyarray(nib.load(out / f"patient0001_2CH_{p}_mask.nii.gz")
+                                           .dataobj).T > 0,
+                             (camus_fixtures.ROW_MM, camus_fixtures.COL_MM)) for p in ("ED", "ES")]
+  assert masks[0].mask.any() and masks[1].mask.any()  # The tiny model found an LV in both.
+  for want in volumes.patient_volumes(masks):
+    got = table[("patient0001_2CH", want["method"])]
+    assert got["ed_frame"] == "patient0001_2CH_ED.nii.gz"
+    for key in ("edv_ml", "esv_ml", "ef_percent"):
+      if math.isnan(want[key]):
+        assert got[key] == "", key
+      else:
+        assert float(got[key]) == pytest.approx(want[key], rel=1e-5), key
 
 
 def test_ensemble_is_mean_and_gating_weights(runs):
