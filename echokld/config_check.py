@@ -96,6 +96,7 @@ def rules() -> list[tuple[str, Callable[[Any], bool], str]]:
       ("model.name", lambda v: isinstance(v, str) and v.strip() != "" and "/" not in v,
        "a non-empty name without '/'"),
       ("model.paper_number", *int_at_least(0)),
+      ("model.variant", lambda v: isinstance(v, str), "a string ('' for the paper's reading)"),
       ("model.init_features", *int_at_least(1)),
       ("model.blocks_down", lambda v: isinstance(v, (tuple, list)) and len(v) >= 2 and
        all(_is_int(b) and b >= 1 for b in v), "a list of >= 2 positive block counts"),
@@ -133,7 +134,8 @@ def rules() -> list[tuple[str, Callable[[Any], bool], str]]:
       ("loss.dice_eps", *number_in(0.0, 1.0, low_open=True)),
       ("loss.dice_reduction", *one_of("batch", "image")),
       ("loss.kld_weight", *number_in(0.0, 1e3)),
-      ("loss.kld_estimator", *one_of("alpha", "kde")),
+      ("loss.kld_estimator", *one_of("fit", "kde")),
+      ("loss.family", *one_of("alpha", "pearson3")),
       ("loss.kld_direction", *one_of("pred_gt", "gt_pred")),
       ("loss.kld_pooling", *one_of("batch", "image")),
       ("loss.soft_threshold_temperature", *number_in(0.0, 10.0, low_open=True)),

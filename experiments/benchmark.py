@@ -65,7 +65,8 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
   config = registry.load_config_module(model_name).get_config()
   config.train.batch_size, config.train.compute_dtype = batch, dtype
   split = synthetic_batch(shape, max(batch * per_call, 4))
-  reference = (conditioning.reference_params(split.images, split.masks)
+  reference = (conditioning.reference_params(split.images, split.masks,
+                                             family=config.loss.family)
                if conditioning.needs_reference(config) else None)
   setup = build.build(config, shape, reference)
   box = [setup.state]
