@@ -139,6 +139,7 @@ def rules() -> list[tuple[str, Callable[[Any], bool], str]]:
       ("loss.kld_direction", *one_of("pred_gt", "gt_pred")),
       ("loss.kld_pooling", *one_of("batch", "image")),
       ("loss.soft_threshold_temperature", *number_in(0.0, 10.0, low_open=True)),
+      ("loss.soft_threshold_cut", *number_in(0.0, 1.0, high_open=True)),
       ("loss.kde_bandwidth", *number_in(0.0, 1.0)),
       ("loss.num_bins", *int_at_least(2)),
       ("loss.vae_recon_weight", *number_in(0.0, 1e3)),

@@ -152,7 +152,8 @@ def test_family_switch_picks_the_fitted_law():
   for name, law in (("kld_alpha", scipy.stats.alpha), ("kld_pearson3", scipy.stats.pearson3)):
     cfg = tiny_config(name).loss
     assert cfg.family == {"kld_alpha": "alpha", "kld_pearson3": "pearson3"}[name]
-    w_pred = intensity.soft_threshold(probs, cfg.soft_threshold_temperature)
+    w_pred = intensity.soft_threshold(probs, cfg.soft_threshold_temperature,
+                                      cfg.soft_threshold_cut)
 
     def density(w):
       counts = dist.weighted_histogram(images.ravel(), w.ravel())
@@ -167,3 +168,35 @@ def test_family_switch_picks_the_fitted_law():
   assert values["kld_alpha"] != pytest.approx(values["kld_pearson3"], rel=1e-2)
   spec = registry.get("kld_pearson3")
   assert spec.paper_number == 4 and spec.variant and "kld_pearson3" not in registry.paper_models()
+
+
+def test_soft_threshold_cut_removes_background_from_the_support():
+  """Item 2 of issue 14: with the cut, confident background weighs exactly 0, so the
+  predicted region's fit no longer has to cover the image's dark background."""
+  cfg = tiny_config("kld_alpha").loss
+  t, cut = cfg.soft_threshold_temperature, cfg.soft_threshold_cut
+  p = np.array([0.0, 0.2, 0.5 + t * np.log(cut / (1 - cut)) - 1e-3, 0.3, 0.5, 0.9, 1.0])
+  got = np.asarray(intensity.soft_threshold(jnp.asarray(p, jnp.float32), t, cut))
+  s = 1 / (1 + np.exp(-(p - 0.5) / t))
+  np.testing.assert_allclose(got, np.maximum(s - cut, 0) / (1 - cut), rtol=1e-5, atol=1e-7)
+  assert np.all(got[:3] == 0) and np.all(got[3:] > 0)
+  assert float(intensity.soft_threshold(jnp.float32(0.0), t)) == pytest.approx(
+      1 / (1 + np.exp(0.5 / t)))  # cut 0: the plain sigmoid, floor 4.5e-5 at T = 0.05.
+  # An LV of mid-grey pixels on a black background, predicted perfectly.
+  rng = np.random.default_rng(2)
+  image = np.zeros((1, 32, 32, 1))
+  mask = np.zeros_like(image)
+  mask[0, 8:24, 10:22] = 1
+  roi = scipy.stats.alpha.rvs(6.0, 0.15, 1.5, size=int(mask.sum()), random_state=rng)
+  image[mask > 0] = np.round(np.clip(roi, 1 / 255, 1) * 255) / 255
+  image, mask = jnp.asarray(image, jnp.float32), jnp.asarray(mask, jnp.float32)
+  grid = dist.histogram_grid()
+  roi_only = np.asarray(dist.fit_alpha_hist(grid, dist.weighted_histogram(
+      image.ravel(), mask.ravel())))
+  fits = {c: np.asarray(dist.fit_alpha_hist(grid, dist.weighted_histogram(
+      image.ravel(), intensity.soft_threshold(mask, t, c).ravel()))) for c in (cut, 0.0)}
+  np.testing.assert_allclose(fits[cut], roi_only, rtol=1e-3)
+  assert fits[0.0][1] < 0 < roi_only[1]  # Without the cut the edge must go below black.
+  cfg_no_cut = tiny_config("kld_alpha", **{"loss.soft_threshold_cut": 0.0}).loss
+  assert float(intensity.intensity_kld(image, mask, mask, cfg)) < 1e-6
+  assert float(intensity.intensity_kld(image, mask, mask, cfg_no_cut)) > 1e-3

@@ -87,7 +87,8 @@ def test_kde_kld_matches_scipy_gaussian_kde():
   images, probs, masks = _tiny_case()
   ours = float(intensity.intensity_kld(images, probs, masks, cfg))
   grid = np.linspace(0, 1, 256)
-  w_pred = 1 / (1 + np.exp(-(probs.ravel() - 0.5) / cfg.soft_threshold_temperature))
+  s = 1 / (1 + np.exp(-(probs.ravel() - 0.5) / cfg.soft_threshold_temperature))
+  w_pred = np.maximum(s - cfg.soft_threshold_cut, 0) / (1 - cfg.soft_threshold_cut)
 
   def kde(weights):
     std = np.sqrt(np.cov(images.ravel(), aweights=weights))
@@ -101,7 +102,8 @@ def test_pearson3_kld_is_kl_of_pearson3_fits():
   cfg = tiny_config("kld_pearson3").loss
   images, probs, masks = _tiny_case()
   ours = float(intensity.intensity_kld(images, probs, masks, cfg))
-  w_pred = jax.nn.sigmoid((probs.ravel() - 0.5) / cfg.soft_threshold_temperature)
+  s = jax.nn.sigmoid((probs.ravel() - 0.5) / cfg.soft_threshold_temperature)
+  w_pred = jnp.maximum(s - cfg.soft_threshold_cut, 0) / (1 - cfg.soft_threshold_cut)
   grid = np.linspace(0, 1, 256)
 
   def density(weights):

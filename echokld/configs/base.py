@@ -74,7 +74,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.loss.family = "alpha"
   config.loss.kld_direction = "pred_gt"  # pred_gt: KL(P_pred || P_gt), eq. (3); or gt_pred.
   config.loss.kld_pooling = "batch"  # batch: one distribution per mini-batch; image: per image.
-  config.loss.soft_threshold_temperature = 0.05  # Steepness of the sigmoid around 0.5.
+  # Pseudo output of Models 4-5 (objectives.intensity.soft_threshold, docs/MODELS.md): pixel
+  # weights max(0, s - cut) / (1 - cut), s = sigmoid((p - 0.5) / T). T = 0.05: s goes from
+  # 0.12 to 0.88 as p goes from 0.4 to 0.6. cut = 0.01: pixels the network calls background
+  # (p < 0.27) weigh exactly 0, so the predicted region's support is not the whole image.
+  config.loss.soft_threshold_temperature = 0.05
+  config.loss.soft_threshold_cut = 0.01
   config.loss.kde_bandwidth = 0.0  # 0 = Scott's rule on the effective sample size.
   config.loss.num_bins = 256  # Intensity grid of the histograms (8-bit data).
   config.loss.vae_recon_weight = 0.1  # Model 3: L2 reconstruction weight.

@@ -21,9 +21,19 @@ from echokld.objectives import distributions as dist
 Array = jax.Array
 
 
-def soft_threshold(probs: Array, temperature: float) -> Array:
-  """A differentiable near-binary mask: sigmoid((p - 0.5) / T)."""
-  return jax.nn.sigmoid((probs - 0.5) / temperature)
+def soft_threshold(probs: Array, temperature: float, cut: float = 0.0) -> Array:
+  """The pseudo output's pixel weights: max(0, s - cut) / (1 - cut), s = sigmoid((p - 0.5) / T).
+
+  A near-binary mask that stays differentiable around p = 0.5. The cut gives it the hard
+  mask's property that matters for a fit: pixels below p = 0.5 + T logit(cut) weigh exactly
+  0, so they leave the support (a plain sigmoid gives every pixel at least sigmoid(-0.5 / T),
+  and a support-bounded fit must then cover the background and the padding). Continuous
+  at the cut; cut = 0 is the plain sigmoid.
+  """
+  s = jax.nn.sigmoid((probs - 0.5) / temperature)
+  if cut == 0.0:
+    return s
+  return jnp.maximum(s - cut, 0.0) / (1.0 - cut)
 
 
 def _density(x: Array, w: Array, cfg: Any) -> Array:
@@ -44,7 +54,7 @@ def intensity_kld(images: Array, probs: Array, masks: Array, cfg: Any) -> Array:
   images in [0, 1], probs and masks in [0, 1], all (B, H, W, 1). Pooled over the
   mini-batch (cfg.kld_pooling == 'batch', as the paper) or averaged over images.
   """
-  weights = soft_threshold(probs, cfg.soft_threshold_temperature)
+  weights = soft_threshold(probs, cfg.soft_threshold_temperature, cfg.soft_threshold_cut)
   truth = jax.lax.stop_gradient(masks)
 
   def kl(x, w_pred, w_true):
