@@ -85,7 +85,7 @@ def test_weights_histogram_and_edge_cases():
   sub = x[w > 0]
   assert _loglik(sub, from_hist) == pytest.approx(_loglik(sub, fit_w), abs=1e-4 * sub.size)
   # Empty mask: the unweighted fit, finite. Constant data: finite.
-  empty = alpha.fit_alpha(jnp.asarray(x, jnp.float32), jnp.zeros(x.size, jnp.float32))
+  empty = alpha.fit_alpha(*_padded(x, np.zeros(x.size)))
   assert np.all(np.isfinite(np.asarray(empty)))
   const = alpha.fit_alpha_hist(grid, jnp.zeros(256).at[80].set(30.0))
   assert np.all(np.isfinite(np.asarray(const)))
