@@ -55,3 +55,11 @@ def parse_seeds(spec: str) -> list[int]:
   if not seeds or len(set(seeds)) != len(seeds):
     raise InputError("--seeds", f"expected distinct seeds, got {spec!r}")
   return seeds
+
+
+def quiet_unless_verbosity_given() -> None:
+  """Logs at WARNING unless the user passed --verbosity (absl's default, INFO, buries the
+  console lines under orbax's per-save messages); `--verbosity=0` shows them all."""
+  from absl import flags, logging
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from echokld import cli
@@ -111,7 +111,7 @@ def main(argv: list[str]) -> None:
   init_distributed()
   from echokld.errors import TrainingDiverged
   from echokld.train import loop  # Imported after flag parsing: it pulls in JAX.
-  logging.set_verbosity(logging.WARNING)
+  cli.quiet_unless_verbosity_given()
   try:
     seeds = cli.parse_seeds(FLAGS.seeds) if FLAGS.seeds else None
     loop.train(FLAGS.config, workdirs(seeds), seeds, FLAGS.replica_mode)

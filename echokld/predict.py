@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from echokld import cli
 from echokld.errors import InputError
@@ -47,7 +47,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
+  cli.quiet_unless_verbosity_given()
   try:
     inputs = io.find_inputs(FLAGS.input, exclude=FLAGS.output)
     runs = [runs_lib.load_run(workdir, FLAGS.batch_size) for workdir in FLAGS.workdir]

@@ -180,3 +180,14 @@ def upgrade_family(config: dict[str, Any]) -> dict[str, Any]:
   model = dict(config.get("model", {}))
   model.setdefault("variant", "")
   return {**config, "model": model, "loss": loss}
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  """A nested config dict as {"train.batch_size": 8, ...} (how configs are compared)."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out

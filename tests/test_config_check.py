@@ -30,6 +30,8 @@ def test_every_packaged_config_passes(name, arg):
     ("loss.family", "gamma", "'gamma' is not one of 'alpha', 'pearson3'"),
     ("loss.kld_estimator", "alpha", "'alpha' is not one of 'fit', 'kde'"),
     ("loss.soft_threshold_cut", 1.0, "1.0 is not a number in [0, 1)"),
+    ("augment.speckle", 0.5, "0 (off) or a gamma shape >= 1"),
+    ("augment.flip", 1.5, "1.5 is not a number in [0, 1]"),
 ])
 def test_bad_values_name_the_field(key, value, fragment):
   config = tiny_config(**{"model.name": "custom", key: value})

@@ -2,8 +2,10 @@
 change (tests/data/two_epoch_numbers.json), still come out of today's code.
 
 Each run is the tiny config trained for 2 epochs. On the machine that recorded them today's
-code gives them bit for bit; the tolerances only admit what another CPU's float path may
-change (summation order), never a change of behaviour (which moves the losses by > 1e-3).
+code gives them bit for bit. Another CPU's float path (summation order, vector width) moves
+the first epoch's mean loss by < 1e-4 relative, but training amplifies it: on an AMD EPYC
+the second epoch of the VAE models differed by 5e-4 and 4e-3 relative. So the first epoch
+is held to 1e-4 (a change of behaviour moves it by > 1e-3) and later epochs to 1e-2.
 A deliberate change of a model's numbers updates its entry, and says so in the commit.
 """
 
@@ -17,7 +19,8 @@ from echokld.train import loop
 
 RECORDED = json.load(open(os.path.join(os.path.dirname(__file__), "data",
                                        "two_epoch_numbers.json")))["runs"]
-LOSS_RTOL = 1e-4  # Train losses are smooth in the parameters.
+FIRST_EPOCH_RTOL = 1e-4  # Same initial parameters: only the summation order differs.
+LATER_RTOL = 1e-2  # Float differences amplified by training.
 DICE_ATOL = 2e-3  # Hard Dice moves by whole pixels (~4e-4 each on these validation frames).
 
 
@@ -29,7 +32,10 @@ def rows(workdir):
 def assert_recorded(name, workdir, summary):
   want = RECORDED[name]
   got = rows(workdir)
-  assert [r["train_total"] for r in got] == pytest.approx(want["train_total"], rel=LOSS_RTOL)
+  losses = [r["train_total"] for r in got]
+  assert len(losses) == len(want["train_total"])
+  assert losses[0] == pytest.approx(want["train_total"][0], rel=FIRST_EPOCH_RTOL)
+  assert losses[1:] == pytest.approx(want["train_total"][1:], rel=LATER_RTOL)
   assert [r["val_dice"] for r in got] == pytest.approx(want["val_dice"], abs=DICE_ATOL)
   assert summary["val"]["best_dice"] == pytest.approx(want["best_val"], abs=DICE_ATOL)
   assert summary["test"]["dice"] == pytest.approx(want["test_dice"], abs=DICE_ATOL)

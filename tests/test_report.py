@@ -83,6 +83,15 @@ def write_run(workdir, model, seed, epochs=4, finished=True, rows=None, config=N
     json.dump(summary, f, indent=2)
 
 
+def seed_averaged(rows_of, model, metric):
+  """Per-case `metric` of `model` averaged over SEEDS (NaN skipped), cases sorted."""
+  per_case = {}
+  for seed in SEEDS:
+    for row in rows_of(model, seed):
+      per_case.setdefault(row["case"], []).append(row[metric])
+  return np.array([np.nanmean(per_case[c]) for c in sorted(per_case)])
+
+
 def run_report(*args):
   return subprocess.run([sys.executable, "-m", "echokld.report", *args], cwd=ROOT,
                         capture_output=True, text=True, timeout=120)
@@ -180,13 +189,7 @@ def test_shape_tables_count_and_average_the_pooled_rows(report):
     assert float(row[5]) == pytest.approx(np.mean([r["components"] for r in pooled]), abs=1e-6)
   assert [r[2] for r in rows] == ["0", "1", "0"]  # dice, vae, kld_alpha: vae's empty frame.
   # The contour ratio's paired test, on seed-averaged per-image values (NaN skipped).
-  def averaged(model):
-    per_case = {}
-    for seed in SEEDS:
-      for row in fake_rows(model, seed):
-        per_case.setdefault(row["case"], []).append(row["contour_ratio"])
-    return np.array([np.nanmean(per_case[c]) for c in sorted(per_case)])
-  a, b = averaged("dice"), averaged("vae")
+  a, b = (seed_averaged(fake_rows, m, "contour_ratio") for m in ("dice", "vae"))
   _, rows = read_csv(report / "pairwise_contour_ratio_all.csv")
   row = next(r for r in rows if r[:2] == ["dice", "vae"])
   assert int(row[2]) == 18
@@ -239,14 +242,7 @@ def test_sweep_of_older_runs_reads_with_blank_new_columns(tmp_path):
 
 
 def test_pairwise_p_value_matches_scipy_on_seed_averaged_scores(report):
-  def averaged(model):
-    per_case = {}
-    for seed in SEEDS:
-      for row in fake_rows(model, seed):
-        per_case.setdefault(row["case"], []).append(row["dice"])
-    return np.array([np.mean(per_case[c]) for c in sorted(per_case)])
-
-  a, b = averaged("dice"), averaged("kld_alpha")
+  a, b = (seed_averaged(fake_rows, m, "dice") for m in ("dice", "kld_alpha"))
   _, rows = read_csv(report / "pairwise_all.csv")
   row = next(r for r in rows if r[:2] == ["dice", "kld_alpha"])
   assert int(row[2]) == 18
@@ -362,13 +358,8 @@ def test_study_csvs_hold_the_groups_numbers(group_report):
   assert len(poor) == 3 and all(r[2] == "7" for r in poor)  # p00-p06 over both seeds.
   assert sum(int(r[3]) for r in poor) >= 7
   # KLD-alpha vs Dice on Poor: the Wilcoxon p of the seed-averaged per-image Dice.
-  def averaged(model):
-    per_case = {}
-    for seed in SEEDS:
-      for r in group_rows(model, seed, "Poor"):
-        per_case.setdefault(r["case"], []).append(r["dice"])
-    return np.array([np.mean(per_case[c]) for c in sorted(per_case)])
-  a, b = averaged("kld_alpha"), averaged("dice")
+  poor_rows = lambda model, seed: group_rows(model, seed, "Poor")
+  a, b = (seed_averaged(poor_rows, m, "dice") for m in ("kld_alpha", "dice"))
   _, rows = read_csv(group_report / "study_kld_alpha.csv")
   row = next(r for r in rows if r[:2] == ["Poor", "dice"])
   assert row[2] == "7"
@@ -422,6 +413,7 @@ def test_paper_protocol_sweep_with_the_papers_model_sets_per_group(tmp_path):
       for model in models:
         config = json.loads(registry.load_config(f"{model}:paper").to_json())
         config["seed"] = seed
+        config["data"].update(qualities=[group], keep_unknown_quality=False)  # As --groups.
         if group == "Good":
           config["train"]["max_epochs"] = 5  # As a shortened paper run would.
         workdir = str(sweep / f"{model}_{group}_seed{seed}")

@@ -16,6 +16,7 @@ from echokld.study import panels, sweep
 from echokld.data import synthetic
 
 MODELS = ("dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae", "bd_vae")
+STUDY_MODELS = ("dice", "vae", "kld_alpha")  # The quick smoke study's models.
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -31,16 +32,17 @@ def read_csv_rows(path):
 
 
 def test_smoke_study_writes_every_table_and_figure(tmp_path):
-  # One quality group keeps the test short: the default groups Poor, Medium and Good run the
-  # same code. Reports of `all` runs (every frame) are tested in test_report.py.
+  # One quality group and three models keep the test short: the default groups and the
+  # other models run the same code (every model runs in the paper-protocol study below and
+  # in test_regression.py). Reports of `all` runs (every frame) are tested in test_report.py.
   command = [sys.executable, "experiments/reproduce_paper.py", "--smoke", f"--out={tmp_path}",
-             "--groups=Poor"]
+             "--groups=Poor", f"--models={','.join(STUDY_MODELS)}"]
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-2000:]
   runs = tmp_path / "runs"
-  assert sorted(os.listdir(runs)) == sorted([f"{model}_Poor_seed0" for model in MODELS] +
+  assert sorted(os.listdir(runs)) == sorted([f"{model}_Poor_seed0" for model in STUDY_MODELS] +
                                             ["sweep.json"])
-  for model in MODELS:
+  for model in STUDY_MODELS:
     assert os.path.exists(runs / f"{model}_Poor_seed0" / "summary.json"), model
 
   # A group run sees only frames of its group, in every split.
@@ -68,31 +70,31 @@ def test_smoke_study_writes_every_table_and_figure(tmp_path):
   overview = (report / "report.md").read_text()
   assert "poor/report.md" in overview and "poor/fig_panel_poor.png" in overview
   _, ranks = read_csv_rows(report / "study_ranks.csv")
-  assert len(ranks) == len(MODELS) and all(r[:3] == ["Poor", m, "2"] for r, m in
-                                            zip(ranks, MODELS))
+  assert len(ranks) == len(STUDY_MODELS) and all(r[:3] == ["Poor", m, "2"] for r, m in
+                                            zip(ranks, STUDY_MODELS))
   assert sum(int(r[3]) for r in ranks) >= 2  # Every image has a first (ties share it).
   _, pairs = read_csv_rows(report / "study_kld_alpha.csv")
-  assert len(pairs) == len(MODELS) - 1 and all(r[2] == "2" for r in pairs)
+  assert len(pairs) == len(STUDY_MODELS) - 1 and all(r[2] == "2" for r in pairs)
   text = (report / "poor" / "report.md").read_text()
   for table in ("Table 1", "Table 4", "Table 7", "Table 8"):
     assert table in text, table
   for csv_name in ("summary.csv", "ranks.csv", "timing.csv", "pairwise_poor.csv",
                    "metrics_poor.csv"):
     lines = (report / "poor" / csv_name).read_text().strip().splitlines()
-    assert len(lines) >= 1 + len(MODELS), csv_name
+    assert len(lines) >= 1 + len(STUDY_MODELS), csv_name
   for png in ("fig_val_dice.png", "fig_test_dice_poor.png"):
     assert (report / "poor" / png).read_bytes()[:8] == PNG_MAGIC, png
-  # Panel: 2 Poor test frames -> 2 rows (median, worst 1); input, GT and 7 model columns.
+  # Panel: 2 Poor test frames -> 2 rows (median, worst 1); input, GT and 3 model columns.
   with Image.open(report / "poor" / "fig_panel_poor.png") as image:
-    assert image.size == panels.figure_pixels(2, len(MODELS)) == (1400, 360)
+    assert image.size == panels.figure_pixels(2, len(STUDY_MODELS)) == (800, 360)
   assert "median `" in text and "worst 1 `" in text and "worst 2" not in text
 
   assert json.load(open(runs / "sweep.json")) == {"protocol": "quick"}
-  assert "Protocol of 7 runs (config.json): quick (" in text
+  assert "Protocol of 3 runs (config.json): quick (" in text
 
   # Rerunning finds every run finished and only rewrites the report.
   again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert again.returncode == 0 and again.stdout.count("[skip]") == len(MODELS)
+  assert again.returncode == 0 and again.stdout.count("[skip]") == len(STUDY_MODELS)
 
 
 def test_study_trains_seeds_as_replica_groups(tmp_path):

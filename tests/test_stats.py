@@ -123,6 +123,38 @@ def test_load_sweep_bad_input(tmp_path):
     stats.load_sweep(str(tmp_path))
 
 
+def test_runs_are_known_by_their_config_not_their_folder_name(tmp_path):
+  """`runs/kld_alpha` (the main job's default workdir) and any other name count."""
+  import json
+  summary = json.dumps({"num_params": 1, "epochs": 1, "train_images_per_second": 1.0,
+                        "val": {"best_dice": 0.5}, "test": {"dice": 0.5}})
+  csv_text = "case,quality,dice,recall,precision,mhd_px,mhd_mm,hd95_px\np1,Good,1,1,1,0,0,0\n"
+
+  def run(name, model, seed, qualities=("Good", "Medium", "Poor"), unknown=True):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "summary.json").write_text(summary)
+    (folder / "test_metrics.csv").write_text(csv_text)
+    (folder / "config.json").write_text(json.dumps({
+        "seed": seed, "model": {"name": model},
+        "data": {"qualities": list(qualities), "keep_unknown_quality": unknown}}))
+  run("kld_alpha", "kld_alpha", 0)
+  run("my first try", "dice", 3)
+  run("poor_only", "dice", 3, qualities=("Poor",), unknown=False)
+  run("poor_plus_unknown", "vae", 1, qualities=("Poor",), unknown=True)
+  (tmp_path / "dice_seed7").mkdir()  # No config.json: read by its name.
+  (tmp_path / "dice_seed7" / "summary.json").write_text(summary)
+  (tmp_path / "dice_seed7" / "test_metrics.csv").write_text(csv_text)
+  groups = stats.load_sweep_groups(str(tmp_path))
+  assert sorted(groups) == ["Poor", "all"]
+  assert sorted(groups["all"]) == [("dice", 3), ("dice", 7), ("kld_alpha", 0), ("vae", 1)]
+  assert groups["all"][("dice", 3)]["path"].endswith("my first try")
+  assert list(groups["Poor"]) == [("dice", 3)]
+  run("dice_again", "dice", 3)  # A second folder for the same run would hide one of them.
+  with pytest.raises(InputError, match="same model 'dice', group 'all' and seed 3"):
+    stats.load_sweep_groups(str(tmp_path))
+
+
 def test_common_seeds_and_per_image_average():
   row = lambda case, dice: {"case": case, "quality": "Good", "dice": dice}
   runs = {("a", 0): {"rows": [row("x", 0.8), row("y", 0.6)]},

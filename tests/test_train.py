@@ -117,8 +117,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 def test_the_console_says_resumed_and_already_finished(tmp_path):
   workdir = tmp_path / "run"
-  first = cli("--config.train.max_epochs=1", workdir=workdir)
+  first = cli("--config.train.max_epochs=1", "--config.log.progress=True", workdir=workdir)
   assert first.returncode == 0, first.stderr
+  # Not a terminal: no bar, no carriage returns, only plain lines (and no absl INFO noise).
+  assert "\r" not in first.stdout + first.stderr and "img/s" not in first.stderr
+  assert not [l for l in first.stderr.splitlines() if l.startswith("I1")]
   lines = first.stdout.splitlines()
   assert lines[0].startswith("Dice (dice): ") and " parameters, frames 32x32, 1 run on 1 of " \
       in lines[0] and "cpu device(s)" in lines[0], lines[0]
@@ -131,3 +134,22 @@ def test_the_console_says_resumed_and_already_finished(tmp_path):
   assert done.returncode == 0, done.stderr
   assert f"{workdir} is already finished at epoch 2 (max_epochs 2)" in done.stdout
   assert not [l for l in done.stdout.splitlines() if l.startswith("epoch")]
+  # environment.json: one entry per start, each saying where it began and on what.
+  import importlib.metadata
+  entries = json.loads((workdir / "environment.json").read_text())
+  assert [e["start_epoch"] for e in entries] == [0, 1, 2]
+  assert entries[0]["packages"]["jax"] == importlib.metadata.version("jax")
+  assert entries[0]["packages"]["flax"] == importlib.metadata.version("flax")
+  assert entries[0]["backend"] == "cpu" and entries[0]["devices"][0]["platform"] == "cpu"
+  assert entries[0]["python"] == sys.version.split()[0]
+
+
+def test_missing_tensorboardx_is_said_once(tmp_path, capsys, monkeypatch):
+  from echokld.train import writers
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)  # Importing it raises ImportError.
+  monkeypatch.setattr(writers, "_WARNED", set())
+  writers.MetricWriter(str(tmp_path / "a"), tensorboard=True)
+  writers.MetricWriter(str(tmp_path / "b"), tensorboard=True)
+  writers.MetricWriter(str(tmp_path / "c"), tensorboard=False)
+  err = capsys.readouterr().err
+  assert err.count("tensorboardX is not installed") == 1, err

@@ -51,6 +51,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.optimizer = "adam"  # adam (Model 1) or adamw (Model 2).
   config.train.weight_decay = 0.0  # Decoupled weight decay (AdamW, eq. 8).
   config.train.max_epochs = 20  # Cap; the paper has none (early stopping ends its runs).
+  config.train.schedule = "plateau"  # plateau (the paper), cosine or onecycle (per step).
+  config.train.warmup_epochs = 0  # cosine: linear warm-up epochs.
   config.train.plateau_patience = 10  # Halve the learning rate after this many bad epochs.
   config.train.plateau_factor = 0.5
   config.train.early_stop_patience = 30  # Stop after this many epochs without improvement.
@@ -84,6 +86,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.loss.num_bins = 256  # Intensity grid of the histograms (8-bit data).
   config.loss.vae_recon_weight = 0.1  # Model 3: L2 reconstruction weight.
   config.loss.vae_kl_weight = 0.1  # Model 3: KL(N(mu, sigma) || N(0, 1)) weight.
+
+  # On-device augmentation (echokld.data.augment): off, as the paper trains without it.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.enabled = False
+  config.augment.rotation_deg = 10.0  # Rotation about the sector apex, +-degrees.
+  config.augment.scale = 0.1  # Isotropic scale 1 +- this.
+  config.augment.translate = 0.05  # Shift, +- this fraction of the frame height.
+  config.augment.gamma = 0.3  # Intensity gamma exp(+- this).
+  config.augment.contrast = 0.2  # Contrast about the mean, 1 +- this.
+  config.augment.brightness = 0.05  # Added intensity, +- this.
+  config.augment.speckle = 0.0  # Gamma-noise shape k (mean 1; larger = milder); 0 = off.
+  config.augment.blur = 0.0  # Largest blend towards a 3x3 binomial blur; 0 = off.
+  config.augment.flip = 0.0  # Probability of a left-right flip (see augment.py: off).
 
   config.log = ml_collections.ConfigDict()
   config.log.progress = True  # A progress bar per epoch.

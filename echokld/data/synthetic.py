@@ -60,15 +60,23 @@ def _anatomy(rng: np.random.Generator) -> dict:
 
 
 def _frame(anatomy: dict, phase: str, quality: str, shape: tuple[int, int],
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """Renders one frame: (uint8 image, uint8 label) of the given shape."""
+           rng: np.random.Generator, squeeze: tuple[float, float, float] | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """Renders one frame: (uint8 image, uint8 label) of the given shape.
+
+  `squeeze` = (width factor, length factor, atrium factor) of the LV against end-diastole;
+  None draws end-systole's at random for an ES frame (1, 1, 1 for ED).
+  """
   h, w = shape
   rows, cols = np.meshgrid(np.arange(h) / h, np.arange(w) / w * (w / h), indexing="ij")
   apex_col = 0.5 * w / h
   style = _QUALITY_STYLE[quality]
 
-  contraction = 1.0 if phase == "ED" else rng.uniform(0.8, 0.88)
-  length = anatomy["lv_length"] * (1.0 if phase == "ED" else rng.uniform(0.88, 0.94))
+  if squeeze is None:
+    squeeze = ((1.0, 1.0, 1.0) if phase == "ED" else
+               (rng.uniform(0.8, 0.88), rng.uniform(0.88, 0.94), 1.12))
+  contraction, length_factor, la_scale = squeeze
+  length = anatomy["lv_length"] * length_factor
   width = anatomy["lv_width"] * contraction * w / h
   center_col = apex_col + (anatomy["lv_center_col"] - 0.5) * w / h
   # The cavity is an ellipse cut at the mitral plane (85% of its length).
@@ -80,7 +88,6 @@ def _frame(anatomy: dict, phase: str, quality: str, shape: tuple[int, int],
   myo_r = _ellipse_field(rows, cols, center, (length + thickness, width + thickness),
                          anatomy["tilt"], anatomy["wobble"])
   myo = (myo_r < 1.0) & (rows < mitral_row) & ~lv
-  la_scale = 1.0 if phase == "ED" else 1.12
   la_len, la_wid = anatomy["la_length"] * la_scale, anatomy["la_width"] * la_scale * w / h
   mitral_col = center_col + np.tan(anatomy["tilt"]) * (mitral_row - center[0])
   la = _ellipse_field(rows, cols, (mitral_row + la_len * 0.95, mitral_col), (la_len, la_wid),
@@ -134,3 +141,38 @@ def make_synthetic(num_patients: int = 150, seed: int = 0,
                           phase=phase, quality=quality, image=image, label=label,
                           spacing_mm=(spacing, spacing), split=None))
   return records
+
+
+def make_beating_sequence(num_frames: int = 20, seed: int = 0,
+                          image_shape: tuple[int, int] = (96, 96), patient: int = 0,
+                          quality: str = "Good", es_fraction: float = 0.4) -> dict:
+  """One synthetic cine loop of a beating LV, from end-diastole over one heart cycle.
+
+  The LV contracts smoothly from frame 0 (ED) to frame round(es_fraction * num_frames) (ES)
+  and relaxes back; speckle is drawn anew per frame, as in a real loop. The anatomy is
+  patient `patient` of `make_synthetic(seed=seed)`'s draw.
+
+  Returns:
+    {"images", "labels"} (num_frames, H, W) uint8, "ed_frame" and "es_frame" (the truth),
+    "spacing_mm" and "quality".
+  """
+  if num_frames < 4 or not 0.0 < es_fraction < 1.0:
+    raise ValueError(f"need >= 4 frames and 0 < es_fraction < 1 (got {num_frames}, "
+                     f"{es_fraction})")
+  rng = np.random.default_rng([seed, patient])
+  rng.choice(3, p=QUALITY_SHARES)  # Keeps the anatomy that make_synthetic draws.
+  anatomy = _anatomy(rng)
+  es_squeeze = (rng.uniform(0.8, 0.88), rng.uniform(0.88, 0.94), 1.12)
+  es_frame = int(round(es_fraction * num_frames))
+  images, labels = [], []
+  for t in range(num_frames):
+    # 0 at ED, 1 at ES: a half cosine up to ES, another back down to the next ED.
+    part = t / es_frame if t <= es_frame else (num_frames - t) / (num_frames - es_frame)
+    s = 0.5 - 0.5 * np.cos(np.pi * part)
+    squeeze = tuple(1.0 + s * (f - 1.0) for f in es_squeeze)
+    image, label = _frame(anatomy, "ED", quality, image_shape, rng, squeeze)
+    images.append(image)
+    labels.append(label)
+  spacing = anatomy["depth_mm"] / image_shape[0]
+  return {"images": np.stack(images), "labels": np.stack(labels), "ed_frame": 0,
+          "es_frame": es_frame, "spacing_mm": (spacing, spacing), "quality": quality}

@@ -65,23 +65,13 @@ def record(sweep_dir: str, protocol: str) -> None:
     raise InputError(sweep_dir, f"cannot write {RECORD} ({exc.strerror})") from None
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      out[prefix + key] = value
-  return out
-
-
 @functools.lru_cache(maxsize=None)
 def reference_settings(model: str) -> tuple[tuple[str, Any, Any], ...]:
   """(key, quick value, paper value) of every key `:paper` changes in the model's config
   (base's config for a model that is not registered), JSON-typed like config.json."""
   spec = registry.get(model)
   name = spec.config_name if spec else "base"
-  quick, paper = (_flatten(json.loads(registry.load_config(name + arg).to_json()))
+  quick, paper = (registry.flatten(json.loads(registry.load_config(name + arg).to_json()))
                   for arg in ("", ":paper"))
   return tuple((k, quick[k], paper[k]) for k in sorted(quick) if quick[k] != paper.get(k))
 
@@ -92,7 +82,7 @@ def classify(model: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
   The protocol is the one whose values of the `:paper` keys the run shares most (`quick` on
   a tie); ('unknown', {}) when config.json records none of those keys (older or foreign runs).
   """
-  flat = _flatten(config)
+  flat = registry.flatten(config)
   keys = reference_settings(model)
   if not any(k in flat for k, _, _ in keys):
     return "unknown", {}

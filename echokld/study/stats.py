@@ -257,29 +257,56 @@ def _read_config(path: str) -> dict[str, Any]:
   return _read_json(path) if os.path.isfile(path) else {}
 
 
+def run_identity(name: str, config: dict[str, Any]) -> tuple[str, str, int] | None:
+  """(model, group, seed) of a run folder: from its config.json, else from its name.
+
+  A run's config says what it is, whatever its folder is called (`runs/kld_alpha` counts):
+  the model is `model.name`, the seed `seed`, and a run restricted to one quality group
+  without unknown-quality frames (what `echokld-sweep --groups` trains) is that group's.
+  Folders without config.json (older or hand-made sweeps) are read by their name,
+  `<model>[_<group>]_seed<N>`.
+  """
+  try:
+    model, seed = config["model"]["name"], int(config["seed"])
+    qualities = list(config["data"]["qualities"])
+    keeps_unknown = bool(config["data"]["keep_unknown_quality"])
+  except (KeyError, TypeError, ValueError):
+    match = RUN_DIR.match(name)
+    return (match["model"], match["group"] or ALL, int(match["seed"])) if match else None
+  group = qualities[0] if len(qualities) == 1 and not keeps_unknown else ALL
+  return str(model), group, seed
+
+
 def load_sweep_groups(sweep_dir: str) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
   """Finished runs by training group -> {(model, seed): {summary, rows, history, config,
   path}}.
 
-  `<model>_seed<N>/` runs are group `all` (every frame); `<model>_<group>_seed<N>/` runs
-  were trained and tested on one quality group (experiments/sweep.py --groups).
+  Every subfolder holding summary.json is a finished run; run_identity says which.
+  Two folders claiming the same (model, group, seed) are refused: one would hide the other.
   """
   if not os.path.isdir(sweep_dir):
     raise InputError(sweep_dir, "sweep directory does not exist")
   groups: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
   for name in sorted(os.listdir(sweep_dir)):
-    match, path = RUN_DIR.match(name), os.path.join(sweep_dir, name)
-    if not match or not os.path.isfile(os.path.join(path, "summary.json")):
+    path = os.path.join(sweep_dir, name)
+    if not os.path.isfile(os.path.join(path, "summary.json")):
       continue
-    groups.setdefault(match["group"] or ALL, {})[(match["model"], int(match["seed"]))] = {
+    config = _read_config(os.path.join(path, "config.json"))
+    identity = run_identity(name, config)
+    if identity is None:
+      continue
+    model, group, seed = identity
+    runs = groups.setdefault(group, {})
+    if (model, seed) in runs:
+      raise InputError(path, f"same model {model!r}, group {group!r} and seed {seed} as "
+                       f"{runs[(model, seed)]['path']}")
+    runs[(model, seed)] = {
         "summary": _read_summary(os.path.join(path, "summary.json")),
         "rows": _read_rows(os.path.join(path, "test_metrics.csv")),
         "history": _read_history(os.path.join(path, "metrics.jsonl")),
-        "config": _read_config(os.path.join(path, "config.json")),
-        "path": path}
+        "config": config, "path": path}
   if not groups:
-    raise InputError(sweep_dir, "no finished runs (<model>_seed<N>/summary.json or "
-                     "<model>_<group>_seed<N>/summary.json)")
+    raise InputError(sweep_dir, "no finished runs (a subfolder with summary.json)")
   return groups
 
 

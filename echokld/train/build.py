@@ -48,7 +48,7 @@ class Setup:
 
 
 def build(config: Any, image_shape: Sequence[int], reference: Any = None,
-          seed: int | None = None, abstract: bool = False) -> Setup:
+          seed: int | None = None, abstract: bool = False, steps_per_epoch: int = 1) -> Setup:
   """Builds the model, optimizer, plateau, conditioning and initial state of `config`.
 
   Args:
@@ -58,9 +58,10 @@ def build(config: Any, image_shape: Sequence[int], reference: Any = None,
       when the model needs it.
     seed: initialisation seed (default config.seed).
     abstract: only shapes (jax.eval_shape), for restoring a checkpoint without computing.
+    steps_per_epoch: sets the length of a per-step learning-rate schedule (train.schedule).
   """
   model = model_lib.build_model(config.model, COMPUTE_DTYPES[config.train.compute_dtype])
-  tx = state_lib.make_optimizer(config.train)
+  tx = state_lib.make_optimizer(config.train, steps_per_epoch)
   plateau = state_lib.make_plateau(config.train)
   cond = conditioning.make_conditioning(config, reference)
   ref = np.zeros(model_lib.DIST_DIM, np.float32) if reference is None else np.asarray(

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from echokld.errors import InputError
+from echokld.train import progress
 
 
 class RunDiverged(Exception):
@@ -76,9 +77,9 @@ class PrintEpoch(Hook):
 
   def end_epoch(self, run, state, row):
     prefix = f"{run.label}  " if run.label else ""
-    print(f"{prefix}epoch {row['epoch']:3d}  train loss {row['train_total']:.4f}  val Dice "
-          f"{row['val_dice']:.4f}  lr {row['learning_rate']:.2e}  "
-          f"{row['epoch_seconds']:.1f}s", flush=True)
+    progress.write(f"{prefix}epoch {row['epoch']:3d}  train loss {row['train_total']:.4f}  "
+                   f"val Dice {row['val_dice']:.4f}  lr {row['learning_rate']:.2e}  "
+                   f"{row['epoch_seconds']:.1f}s")
 
 
 class Profile(Hook):

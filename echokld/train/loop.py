@@ -23,7 +23,6 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
 from echokld import config_check
 from echokld.data import pipeline
@@ -33,8 +32,9 @@ from echokld.evaluation import test_set
 from echokld.objectives import conditioning
 from echokld.objectives.dice import hard_dice
 from echokld.train import build as build_lib
+from echokld.train import environment
 from echokld.train import hooks as hooks_lib
-from echokld.train import mesh, state as state_lib, step as step_lib
+from echokld.train import mesh, progress, state as state_lib, step as step_lib
 from echokld.train.replicate import DEFAULT_MODE, MODES, replicate
 from echokld.train.rundir import RunDir
 
@@ -120,11 +120,13 @@ def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
     reference = (conditioning.reference_params(train.images, train.masks, c.loss.num_bins,
                                                c.loss.family)
                  if conditioning.needs_reference(c) else None)
-    setup = build_lib.build(c, image_shape, reference)
+    setup = build_lib.build(c, image_shape, reference, steps_per_epoch=len(train) // batch)
     run.check_or_write_config(c)
     run.write_split(split_cases)
     run.write_preprocessing(image_shape, c, reference)
     setup = dataclasses.replace(setup, state=run.resume(setup.state))
+    run.write_json("environment.json", environment.history(run.file("environment.json")) +
+                   [environment.describe(int(setup.state.epoch))])
     _say_where(run, setup.state, c)
     members.append(Member(c, run, splits, setup, len(train) // batch,
                           jax.random.PRNGKey(c.seed + 1)))
@@ -213,6 +215,11 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
            *extra_hooks]
   group = tuple(placement.put(m.setup.state) for m in members)
   order = list(range(size))  # group[i] is members[order[i]].
+  bar = progress.Progress(
+      config.log.progress,
+      sum(max(0, config.train.max_epochs - int(m.setup.state.epoch)) * m.steps_per_epoch
+          for m in members if not bool(m.setup.state.stopped)) * batch,
+      min(int(m.setup.state.epoch) for m in members), config.train.max_epochs)
   final: dict[int, Any] = {}
 
   while True:
@@ -239,8 +246,6 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
     auxes = tuple(auxes)
     first_step = int(group[0].step)
     sums = [_EpochTerms(int(s.step)) for s in group]
-    bar = tqdm.tqdm(total=sum(counts) * batch, unit="img", desc=f"epoch {max(epochs) + 1}",
-                    leave=False, disable=not config.log.progress, dynamic_ncols=True)
     pending = None
 
     def consume(item):  # One chunk late, so the device never waits for the host.
@@ -249,19 +254,19 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
         valid = max(0, min(counts[i] - start, length))
         if valid:
           sums[i].add(start, terms[i], valid)
-      bar.update(sum(max(0, min(c - start, length)) for c in counts) * batch)
+      bar.advance(sum(max(0, min(c - start, length)) for c in counts) * batch)
 
     for start, length in chunks(max(counts), config.train.steps_per_call):
       for hook in hooks:
         hook.before_chunk(first_step + start, length)
       group, terms = chunk_fn(group, images, masks, auxes, np.int32(start), num_steps=length)
+      bar.compiled()
       for hook in hooks:
         hook.after_chunk(first_step + start + length, group)
       if pending is not None:
         consume(pending)
       pending = (start, length, terms)
     consume(pending)
-    bar.close()
     trained = live
     vals = {}
     for i, k in enumerate(order):
@@ -284,6 +289,9 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
           hook.end_epoch(m.run, state, row)
       except hooks_lib.RunDiverged as exc:
         m.diverged = str(exc)
+      else:
+        bar.end_epoch(row, state, config.train.early_stop_patience)
+  bar.close()
   final.update({k: group[i] for i, k in enumerate(order)})
   for hook in hooks:
     hook.close()
@@ -333,9 +341,8 @@ def finish(member: Member, state: Any, predict: Any, placement: mesh.Placement,
                     if t[k] is not None)
   if t["empty_predictions"]:
     shown += f"  empty {t['empty_predictions']}"
-  print(f"test ({t['frames']} frames): {shown}  (best val Dice "
-        f"{summary['val']['best_dice']:.4f} at epoch {summary['val']['best_epoch']})",
-        flush=True)
+  progress.write(f"test ({t['frames']} frames): {shown}  (best val Dice "
+                 f"{summary['val']['best_dice']:.4f} at epoch {summary['val']['best_epoch']})")
   return summary
 
 

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from echokld import registry
 from echokld.data import pipeline
 from echokld.errors import InputError
 from echokld.evaluation import test_set
@@ -27,16 +28,6 @@ from echokld.train import checkpoints, mesh, writers
 # Keys that may change when a run in an existing workdir is continued.
 # train.data_parallel: a run may resume on another number of devices (same numbers).
 RESUMABLE_CHANGES = ("train.max_epochs", "train.data_parallel", "log.", "profile_steps")
-
-
-def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[prefix + key] = value
-  return flat
 
 
 class RunDir:
@@ -70,8 +61,8 @@ class RunDir:
     current = json.loads(config.to_json())
     if self.latest_epoch() is not None and os.path.exists(path):
       with open(path) as f:
-        saved = _flatten(json.load(f))
-      now = _flatten(current)
+        saved = registry.flatten(json.load(f))
+      now = registry.flatten(current)
       changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
                        and not k.startswith(RESUMABLE_CHANGES))
       if changed:

@@ -35,12 +35,35 @@ class TrainState:
   stopped: Array  # Early stopping has fired.
 
 
-def make_optimizer(train_config: Any) -> optax.GradientTransformation:
+SCHEDULES = ("plateau", "cosine", "onecycle")
+
+
+def make_schedule(train_config: Any, steps_per_epoch: int) -> Any:
+  """The learning rate: a constant the plateau scales (the paper), or a per-step schedule.
+
+  cosine: linear warm-up over `warmup_epochs`, then cosine decay to 1% over the rest of
+  `max_epochs`; onecycle: optax's one-cycle (up for 30% of the run, then down). Both span
+  max_epochs, so a run resumed with another max_epochs continues on another curve.
+  """
+  lr, kind = train_config.learning_rate, train_config.schedule
+  if kind == "plateau":
+    return lr
+  total = max(1, train_config.max_epochs * max(1, steps_per_epoch))
+  if kind == "cosine":
+    warmup = min(train_config.warmup_epochs * max(1, steps_per_epoch), total - 1)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total, end_value=lr * 1e-2)
+  if kind == "onecycle":
+    return optax.cosine_onecycle_schedule(total, lr)
+  raise ValueError(f"unknown schedule {kind!r} ({', '.join(SCHEDULES)})")
+
+
+def make_optimizer(train_config: Any, steps_per_epoch: int = 1) -> optax.GradientTransformation:
   """Adam (Model 1) or AdamW with decoupled weight decay (Model 2, eq. 8-10)."""
+  lr = make_schedule(train_config, steps_per_epoch)
   if train_config.optimizer == "adam":
-    return optax.inject_hyperparams(optax.adam)(learning_rate=train_config.learning_rate)
+    return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
   if train_config.optimizer == "adamw":
-    return optax.inject_hyperparams(optax.adamw)(learning_rate=train_config.learning_rate,
+    return optax.inject_hyperparams(optax.adamw)(learning_rate=lr,
                                                  weight_decay=train_config.weight_decay)
   raise ValueError(f"unknown optimizer {train_config.optimizer!r} (adam, adamw)")
 
@@ -80,8 +103,9 @@ def make_end_epoch(plateau: Any, train_config: Any) -> Callable:
   def end_epoch(state: TrainState, val_dice: Array) -> TrainState:
     _, plateau_state = plateau.update(updates={}, state=state.plateau, value=1.0 - val_dice)
     opt_state = state.opt_state
-    opt_state.hyperparams["learning_rate"] = (train_config.learning_rate *
-                                              plateau_state.scale)
+    if train_config.schedule == "plateau":  # Otherwise the schedule sets it every step.
+      opt_state.hyperparams["learning_rate"] = (train_config.learning_rate *
+                                                plateau_state.scale)
     epoch = state.epoch + 1
     better = val_dice > state.best_dice
     gained = val_dice > state.stop_ref + train_config.min_delta

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from echokld.data import augment
 from echokld.objectives import conditioning
 from echokld.objectives import terms as loss_terms
 from echokld.train.state import TrainState
@@ -56,9 +57,11 @@ def make_train_step(model: Any, tx: optax.GradientTransformation, config: Any,
     x, y = to_unit(images[idx]), masks[idx].astype(jnp.float32)[..., None]
     if batch_sharding is not None:
       x, y = jax.lax.with_sharding_constraint((x, y), batch_sharding)
+    rng = jax.random.fold_in(state.rng, state.step)
+    if config.augment.enabled:  # Its own key: the model's draws stay those of rng.
+      x, y = augment.augment_batch(jax.random.fold_in(rng, 1), x, y, config.augment)
     condition = conditioning.make_conditioning(config, reference).train
     batch = {"images": x, "masks": y, **(condition(x, y) if condition else {})}
-    rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
       outputs = model.apply({"params": params}, x, batch.get("dist_inject"), rng=rng,

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+  if message not in _WARNED:
+    _WARNED.add(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class MetricWriter:
@@ -26,7 +35,9 @@ class MetricWriter:
         from tensorboardX import SummaryWriter
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:
-        pass
+        _warn_once("log.tensorboard is on but tensorboardX is not installed (pip install "
+                   "'echokld[tensorboard]', or --config.log.tensorboard=False); metrics go "
+                   "to metrics.jsonl only")
 
   def truncate_after(self, epoch: int) -> None:
     """Drops epochs after `epoch` (they are redone when a run resumes from a checkpoint)."""
