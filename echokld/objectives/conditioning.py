@@ -1,7 +1,7 @@
 """Per-model inputs beyond the image: the distribution parameters of Models 6 and 7.
 
-`config.model.dist_injection` says where the (skew, loc, scale) that enter the bottleneck
-come from: `none`, `reference` (Model 6: the Pearson III fit of all training LV pixels,
+`config.model.dist_injection` says where the (shape, loc, scale) of `config.loss.family` that
+enter the bottleneck come from: `none`, `reference` (Model 6: the fit of all training LV pixels,
 fitted once) or `batch` (Model 7: the fit of each mini-batch's ground-truth LV pixels while
 training). The same parameters are the target of the `dist_align` loss term. At inference
 no ground truth exists, so both sources inject the training-set reference: for `batch` a
