@@ -9,7 +9,6 @@ is 2 if any failed. Details: docs/PREDICT.md.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags
@@ -33,6 +32,8 @@ def define_flags() -> None:
                        lower_bound=1)
   flags.DEFINE_enum("gating", "mean", GATINGS, "How ensemble members are combined: mean, "
                     "or weighted per image by each member's Dice on the image's quality.")
+  flags.DEFINE_bool("overwrite", False, "Replace masks, overlays and areas.csv already in "
+                    "--output (never symlinks). Without it, existing files are refused.")
   flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
@@ -52,14 +53,10 @@ def main(argv: list[str]) -> None:
     inputs = io.find_inputs(FLAGS.input, exclude=FLAGS.output)
     runs = [runs_lib.load_run(workdir, FLAGS.batch_size) for workdir in FLAGS.workdir]
     runs_lib.check_compatible(runs)
-    try:
-      os.makedirs(FLAGS.output, exist_ok=True)
-    except OSError as exc:
-      raise InputError(FLAGS.output, f"cannot create output folder ({exc.strerror})") from None
+    rows, failures = segment.segment_files(runs, inputs, FLAGS.output, FLAGS.gating,
+                                           FLAGS.batch_size, FLAGS.overwrite)
   except InputError as exc:
     cli.fail(exc)
-  rows, failures = segment.segment_files(runs, inputs, FLAGS.output, FLAGS.gating,
-                                         FLAGS.batch_size)
   print(f"segmented {len(rows)} of {len(inputs)} frames into {FLAGS.output} "
         f"({failures} failed)", flush=True)
   if failures:

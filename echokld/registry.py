@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import pkgutil
 from typing import Any
@@ -144,12 +145,37 @@ def check_consistent(config: Any) -> None:
 
 
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
-  """A config.json written before models had explicit switches, in today's form.
+  """A config.json written by an older echokld, in today's form.
 
-  Older runs chose behaviour from `model.vae_head`, `model.inject_dist`, `model.dist_head`,
-  `loss.kld_estimator = none` and the name `bd_vae`; runs before `loss.family` fitted
-  Pearson III. Their folders stay readable.
+  Runs from before models had explicit switches chose behaviour from `model.vae_head`,
+  `model.inject_dist`, `model.dist_head`, `loss.kld_estimator = none` and the name `bd_vae`;
+  runs from before `loss.family` fitted Pearson III without a soft-threshold cut; fields
+  added since (augmentation, schedules, ...) get their defaults. Their folders stay
+  readable by prediction and resumable (a `kld_alpha` run from before `loss.family` is a
+  Pearson III run: resuming it under that name is refused by check_consistent).
   """
+  return _with_defaults(_explicit_switches(config))
+
+
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+  """Fields added since the run was written, at their defaults (which keep the behaviour
+  the run had: new features are off by default)."""
+  from echokld.configs import base
+  defaults = json.loads(base.get_config().to_json())
+
+  def merged(saved: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    out = dict(saved)
+    for key, value in default.items():
+      if key not in out:
+        out[key] = value
+      elif isinstance(value, dict) and isinstance(out[key], dict):
+        out[key] = merged(out[key], value)
+    return out
+
+  return merged(config, defaults)
+
+
+def _explicit_switches(config: dict[str, Any]) -> dict[str, Any]:
   model, loss = dict(config.get("model", {})), dict(config.get("loss", {}))
   if "heads" in model or "vae_head" not in model:
     return upgrade_family(config)
@@ -170,16 +196,21 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def upgrade_family(config: dict[str, Any]) -> dict[str, Any]:
-  """Before `loss.family`, every fit was Pearson III and `kld_estimator = alpha` named it."""
+  """Before `loss.family`, every fit was Pearson III and `kld_estimator = alpha` named it;
+  before `loss.soft_threshold_cut` the pseudo output had none. Set explicitly for the runs
+  that use them, since the defaults (alpha, cut 0.01) would change such a run's behaviour;
+  other runs get the defaults, which they do not read (so they stay resumable)."""
   loss = dict(config.get("loss", {}))
-  if "family" in loss:
-    return config
+  terms = loss.get("terms", ())
+  fitted = ("kld" in terms or "dist_align" in terms
+            or config.get("model", {}).get("dist_injection", "none") != "none")
   if loss.get("kld_estimator") == "alpha":
     loss["kld_estimator"] = "fit"
-  loss["family"] = "pearson3"
-  model = dict(config.get("model", {}))
-  model.setdefault("variant", "")
-  return {**config, "model": model, "loss": loss}
+  if "family" not in loss and fitted:
+    loss["family"] = "pearson3"
+  if "soft_threshold_cut" not in loss and "kld" in terms:
+    loss["soft_threshold_cut"] = 0.0
+  return {**config, "loss": loss}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

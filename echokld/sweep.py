@@ -42,6 +42,9 @@ def main() -> None:
     sweep.check_replicas(args.replicas)
     runs = sweep.choose_runs(args.models, args.paper_models, seeds, groups)
     mine = sweep.shard(runs, args.shard)
+    if not mine:  # Legal (more shards than runs), but said: exit 0 must not look like work.
+      print(f"note: --shard={args.shard} holds none of the {len(runs)} runs of this grid",
+            file=sys.stderr, flush=True)
     protocol.record(args.out, args.protocol)
   except InputError as exc:
     cli.fail(exc)

@@ -60,10 +60,13 @@ def synthetic_batch(shape: tuple[int, int], frames: int) -> pipeline.ArraySplit:
 
 
 def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: int = 1,
-               dtype: str = "float32") -> Runner:
-  """A model's jitted train step (the trainer's own) on synthetic echo."""
+               dtype: str = "float32", augment: bool = False) -> Runner:
+  """A model's jitted train step (the trainer's own) on synthetic echo; `augment` turns on
+  every on-device augmentation (speckle and blur included)."""
   config = registry.load_config_module(model_name).get_config()
   config.train.batch_size, config.train.compute_dtype = batch, dtype
+  if augment:
+    config.augment.update(enabled=True, speckle=8.0, blur=0.5)
   split = synthetic_batch(shape, max(batch * per_call, 4))
   reference = (conditioning.reference_params(split.images, split.masks,
                                              family=config.loss.family)
@@ -92,7 +95,7 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
   t0 = time.perf_counter()
   step()
   name = model_name + (f"@{per_call}" if per_call > 1 else "") + \
-      ("/bf16" if dtype == "bfloat16" else "")
+      ("/bf16" if dtype == "bfloat16" else "") + ("+augment" if augment else "")
   return Runner(name, step, time.perf_counter() - t0, program_bytes, compiled.as_text(),
                 flops, bytes_accessed)
 

@@ -92,3 +92,39 @@ def test_a_resumed_run_augments_as_an_uninterrupted_one(tmp_path):
   recorded = json.load(open(os.path.join(os.path.dirname(__file__), "data",
                                          "two_epoch_numbers.json")))["runs"]["dice"]
   assert abs(rows("whole")[0]["train_total"] - recorded["train_total"][0]) > 1e-3
+
+
+class PointwiseModel:
+  """logits = 8 (x - 0.5) + ramp: pointwise in the image (equivariant to any warp) plus a
+  fixed left-right ramp `tilt` * (col / W - 0.5), which is not."""
+
+  def __init__(self, tilt=0.0):
+    self.tilt = tilt
+
+  def apply(self, variables, x, inject=None):
+    cols = jnp.arange(x.shape[2]) / x.shape[2] - 0.5
+    return {"logits": 8.0 * (x - 0.5) + self.tilt * cols[None, None, :, None]}
+
+
+@pytest.mark.parametrize("mode", ["flip", "affine"])
+def test_tta_of_an_equivariant_model_equals_plain_prediction(mode):
+  from echokld.train import step as step_lib
+  config = tiny_config()
+  rows, cols = np.mgrid[:32, :32]
+  smooth = 0.5 + 0.4 * np.sin(rows / 5.0) * np.cos(cols / 6.0)  # Smooth: bilinear is exact-ish.
+  images = jnp.asarray(np.round(np.stack([smooth, smooth[::-1]]) * 255).astype(np.uint8))
+  plain = np.asarray(step_lib.make_predict(PointwiseModel(), config, 2)({}, images, None))
+  config.augment.tta = mode
+  tta = np.asarray(step_lib.make_predict(PointwiseModel(), config, 2)({}, images, None))
+  if mode == "flip":
+    np.testing.assert_allclose(tta, plain, atol=1e-6)
+  else:  # Views mapped back agree inside the frame (the borders see the outside).
+    np.testing.assert_allclose(tta[:, 6:-6, 6:-6], plain[:, 6:-6, 6:-6], atol=0.02)
+  # A model that is not equivariant gets its views averaged: flip averages the ramp away.
+  config.augment.tta = "flip"
+  tilted = np.asarray(step_lib.make_predict(PointwiseModel(3.0), config, 2)({}, images, None))
+  x = images.astype(np.float32) / 255.0
+  sig = lambda v: 1 / (1 + np.exp(-v))
+  ramp = 3.0 * (np.arange(32) / 32 - 0.5)
+  want = 0.5 * (sig(8 * (x - 0.5) + ramp) + sig(8 * (x - 0.5) + ramp[::-1]))
+  np.testing.assert_allclose(tilted, want, atol=1e-5)

@@ -63,6 +63,11 @@ def test_kld_alpha_with_pearson3_is_refused_and_old_runs_upgrade_to_pearson3():
          "loss": {"terms": ["dice", "kld"], "kld_estimator": "alpha"}}
   new = registry.upgrade(old)
   assert new["loss"]["kld_estimator"] == "fit" and new["loss"]["family"] == "pearson3"
+  assert new["loss"]["soft_threshold_cut"] == 0.0  # No cut then.
+  # A dice run does not read them: the defaults, so it stays resumable.
+  dice = registry.upgrade({"model": {"name": "dice", "heads": []},
+                           "loss": {"terms": ["dice"], "kld_estimator": "alpha"}})
+  assert dice["loss"]["family"] == "alpha" and dice["loss"]["soft_threshold_cut"] == 0.01
 
 
 def run_main(*args):

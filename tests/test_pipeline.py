@@ -146,13 +146,13 @@ def write_folder(root, cases=("patient0001_2CH_ED", "patient0001_2CH_ES"), size=
 
 
 def test_folder_source_reads_images_labels_and_metadata(tmp_path):
-  write_folder(tmp_path)
-  (tmp_path / "metadata.csv").write_text(
+  write_folder(tmp_path, cases=("patient0001_2CH_ED", "patient0002_2CH_ES"))
+  (tmp_path / "metadata.csv").write_text(  # One patient per split (issue 18.7).
       "case,patient,view,phase,split,image_quality\n"
       "patient0001_2CH_ED,patient0001,2CH,ED,train,Good\n"
-      "patient0001_2CH_ES,patient0001,2CH,ES,val,\n")
+      "patient0002_2CH_ES,patient0002,2CH,ES,val,\n")
   records = folder.read_folder(str(tmp_path))
-  assert [r["case"] for r in records] == ["patient0001_2CH_ED", "patient0001_2CH_ES"]
+  assert [r["case"] for r in records] == ["patient0001_2CH_ED", "patient0002_2CH_ES"]
   assert records[0]["quality"] == "Good" and records[1]["quality"] is None
   assert records[0]["split"] == "train" and records[1]["split"] == "val"
   assert records[0]["image"][0, 0] == 40 and (records[0]["label"] == 1).sum() == 70

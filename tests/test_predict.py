@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -15,7 +16,9 @@ from PIL import Image
 
 import camus_fixtures
 from conftest import ROOT, tiny_config
+from echokld.clinical import volumes
 from echokld.infer import io as predict_io
+from echokld.infer import segment
 from echokld.infer import runs as predict
 from echokld.train import loop
 from echokld.data import camus
@@ -24,8 +27,10 @@ from echokld.errors import InputError
 AFFINE = np.array([[0.0, -0.3, 0.0, 5.0], [0.2, 0.0, 0.0, -3.0], [0.0, 0.0, 1.5, 7.0],
                    [0.0, 0.0, 0.0, 1.0]])
 MHD_SPACING, MHD_ORIGIN = (0.154, 0.31, 1.0), (1.0, -2.0, 3.0)
-GOOD = ("a.png", "b.jpg", "c.nii.gz", "d.mhd")
-BAD = ("bad.png", "big.png", "tiny.png", "volume.nii.gz")
+GOOD = ("a.png", "b.jpg", "c.nii.gz", "d.mhd", "big.png", "tiny.png")
+BAD = ("bad.png", "volume.nii.gz")
+# Training frames are 48x48: big (200x40) and tiny (6x6) are over 4x off: segmented, one warning.
+WARNED = ("big.png", "tiny.png")
 
 
 def run_cli(*args):
@@ -34,7 +39,12 @@ def run_cli(*args):
 
 
 def error_lines(result):
-  return [line for line in result.stderr.splitlines() if line.strip()]
+  return [line for line in result.stderr.splitlines() if line.strip() and
+          not line.startswith("warning: ")]
+
+
+def warning_lines(result):
+  return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
 
 
 def read_areas(out_dir):
@@ -85,23 +95,29 @@ def mixed(workdirs, tmp_path_factory):
   return src, out, result
 
 
-def test_bad_files_reported_others_written(mixed):
-  _, out, result = mixed
+def test_bad_files_reported_others_written(mixed, workdirs):
+  src, out, result = mixed
   assert result.returncode == 2, result.stderr
   lines = error_lines(result)
   assert len(lines) == len(BAD), result.stderr
-  for name, fragment in zip(sorted(BAD), ("unreadable", "far outside", "far outside",
-                                          "2-D frame")):
+  for name, fragment in zip(sorted(BAD), ("unreadable", "2-D frame")):
     line = next(l for l in lines if f"{os.sep}{name}:" in l)
     assert line.startswith("error: ") and fragment in line, line
-  assert "segmented 4 of 8 frames" in result.stdout
-  assert not any(n.startswith(("bad_", "big_", "tiny_", "volume_")) for n in os.listdir(out))
+  warnings = warning_lines(result)  # One line for the command, naming the first.
+  assert len(warnings) == 1 and warnings[0].startswith(
+      f"warning: {len(WARNED)} of 8 frames are over 4x larger or smaller than the training "
+      f"frames of {workdirs[0]} (48x48), e.g. {src / 'big.png'} (200x40)"), result.stderr
+  assert "segmented 6 of 8 frames" in result.stdout
+  assert not any(n.startswith(("bad_", "volume_")) for n in os.listdir(out))
+  for name, shape in (("big", (200, 40)), ("tiny", (6, 6))):
+    assert np.asarray(Image.open(out / f"{name}_mask.png")).shape == shape
 
 
 def test_png_folder_masks_overlays_and_areas(mixed):
   src, out, _ = mixed
   areas = read_areas(out)
-  assert sorted(areas) == sorted(["a.png", os.path.join("sub", "b.jpg"), "c.nii.gz", "d.mhd"])
+  assert sorted(areas) == sorted(["a.png", os.path.join("sub", "b.jpg"), "c.nii.gz", "d.mhd",
+                                  "big.png", "tiny.png"])
   for rel, mask_name in (("a.png", "a_mask.png"), (os.path.join("sub", "b.jpg"),
                                                    os.path.join("sub", "b_mask.png"))):
     mask = np.asarray(Image.open(out / mask_name))
@@ -167,6 +183,24 @@ def test_camus_patient_folder_with_quality_gating(workdirs, runs, tmp_path):
   expected = predict.predict_masks(runs, [image], ["Good"], gating="quality")[0]
   written = np.asanyarray(nib.load(out / f"{frames[0]}_mask.nii.gz").dataobj)
   np.testing.assert_array_equal(written, expected.T)
+  # volumes.csv: per view, EDV, ESV and EF of the written ED and ES masks (clinical.volumes).
+  with open(out / "volumes.csv") as f:
+    table = {(r["patient"], r["method"]): r for r in csv.DictReader(f)}
+  assert sorted(table) == [(f"patient0001_{v}", m) for v in ("2CH", "4CH")
+                           for m in ("area_length", "disks")]
+  masks = [volumes.FrameMask("patient0001_2CH", p, f"{p}.nii.gz",
+                             np.asanyarray(nib.load(out / f"patient0001_2CH_{p}_mask.nii.gz")
+                                           .dataobj).T > 0,
+                             (camus_fixtures.ROW_MM, camus_fixtures.COL_MM)) for p in ("ED", "ES")]
+  assert masks[0].mask.any() and masks[1].mask.any()  # The tiny model found an LV in both.
+  for want in volumes.patient_volumes(masks):
+    got = table[("patient0001_2CH", want["method"])]
+    assert got["ed_frame"] == "patient0001_2CH_ED.nii.gz"
+    for key in ("edv_ml", "esv_ml", "ef_percent"):
+      if math.isnan(want[key]):
+        assert got[key] == "", key
+      else:
+        assert float(got[key]) == pytest.approx(want[key], rel=1e-5), key
 
 
 def test_ensemble_is_mean_and_gating_weights(runs):
@@ -228,5 +262,95 @@ def test_pad_crop_geometry_is_undone():
   expected[:32, 8:40] = large[:32, 8:40] > 100  # Cropped: top-aligned rows, centred columns.
   np.testing.assert_array_equal(mask_large, expected)
   np.testing.assert_array_equal(mask_small, small > 100)  # Padded: all of it kept.
-  with pytest.raises(InputError, match="far outside"):
-    predict.predict_masks([ThresholdRun()], [np.zeros((32, 129), np.uint8)])
+  wide = rng.integers(0, 255, (32, 129), dtype=np.uint8)  # Over 4x the canvas: still taken.
+  expected = np.zeros_like(wide)
+  expected[:, 49:81] = wide[:, 49:81] > 100  # Centred crop: offset (32 - 129) // 2 = -49.
+  np.testing.assert_array_equal(predict.predict_masks([ThresholdRun()], [wide])[0], expected)
+  with pytest.raises(InputError, match="empty frame"):
+    predict.predict_masks([ThresholdRun()], [np.zeros((0, 32), np.uint8)])
+
+
+def test_native_camus_size_frame_is_segmented(workdirs, runs, tmp_path):
+  """Issue 18.1: a run trained on 48x48 frames (canvas 32x32) segments a 778x594 CAMUS frame."""
+  prep = json.loads(open(os.path.join(workdirs[0], "preprocessing.json")).read())
+  assert prep["train_frames"]["min_shape"] == prep["train_frames"]["max_shape"] == [48, 48]
+  src = tmp_path / "in"
+  src.mkdir()
+  rng = np.random.default_rng(3)
+  native = rng.integers(0, 255, (778, 594), dtype=np.uint8)  # (depth rows, width cols).
+  camus_fixtures.save_nifti(src / "patient0001_2CH_ED.nii.gz", native)
+  camus_fixtures.save_mhd(src / "patient0001_4CH_ED.mhd", native)
+  out = tmp_path / "out"
+  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={out}")
+  assert result.returncode == 0, result.stderr
+  assert "segmented 2 of 2 frames" in result.stdout
+  assert warning_lines(result) == [
+      f"warning: 2 of 2 frames are over 4x larger or smaller than the training frames of "
+      f"{workdirs[0]} (48x48), e.g. {src / 'patient0001_2CH_ED.nii.gz'} (778x594); segmented "
+      "anyway, check their masks"]
+  given = nib.load(src / "patient0001_2CH_ED.nii.gz")
+  back = nib.load(out / "patient0001_2CH_ED_mask.nii.gz")
+  assert back.shape == given.shape == (594, 778)
+  np.testing.assert_allclose(back.affine, given.affine)
+  expected = predict.predict_masks(runs[:1], [native])[0]
+  assert expected.shape == (778, 594)
+  np.testing.assert_array_equal(np.asanyarray(back.dataobj), expected.T)
+  mhd = sitk.ReadImage(str(out / "patient0001_4CH_ED_mask.mhd"))
+  assert mhd.GetSize() == (594, 778, 1)
+  assert mhd.GetSpacing() == pytest.approx((camus_fixtures.COL_MM, camus_fixtures.ROW_MM, 1.0))
+  np.testing.assert_array_equal(sitk.GetArrayFromImage(mhd)[0], expected)
+  row = read_areas(out)["patient0001_2CH_ED.nii.gz"]
+  assert float(row["lv_area_mm2"]) == pytest.approx(
+      expected.sum() * camus_fixtures.ROW_MM * camus_fixtures.COL_MM, rel=1e-4)
+
+
+def test_never_writes_outside_output_nor_overwrites(workdirs, runs, tmp_path, capsys):
+  """Issue 18.2: planted symlinks, --output equal to --input, colliding stems."""
+  rng = np.random.default_rng(4)
+  src = tmp_path / "in"
+  (src / "sub").mkdir(parents=True)
+  for name in ("a.png", "a.jpg", "c.png", os.path.join("sub", "d.png")):
+    Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(src / name)
+  outside = tmp_path / "outside"
+  outside.mkdir()
+  secret = outside / "bashrc"
+  secret.write_text("keep me\n")
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "c_overlay.png").symlink_to(secret)  # Planted: must not be written through.
+  (out / "sub").symlink_to(outside, target_is_directory=True)  # Leads outside --output.
+
+  def segment_in_process(out_dir, overwrite):
+    inputs = predict_io.find_inputs(str(src), exclude=str(out_dir))
+    rows, failures = segment.segment_files(runs[:1], inputs, str(out_dir), batch_size=4,
+                                           overwrite=overwrite)
+    return len(rows), failures, capsys.readouterr().err.splitlines()
+
+  for overwrite in (False, True):
+    done, failures, lines = segment_in_process(out, overwrite)
+    assert (done, failures, len(lines)) == (2, 2, 2), lines
+    assert any("c_overlay.png: exists as a symlink; not replaced" in l for l in lines), lines
+    assert any("resolves outside the output folder" in l for l in lines), lines
+    assert secret.read_text() == "keep me\n" and sorted(os.listdir(outside)) == ["bashrc"]
+    # a.png and a.jpg both kept, under distinct names.
+    assert sorted(read_areas(out)) == ["a.jpg", "a.png"]
+    assert {"a_png_mask.png", "a_jpg_mask.png", "a_png_overlay.png"} <= set(os.listdir(out))
+    assert not (out / "c_mask.png").exists()  # A frame's files land all or none.
+    assert not [n for n in os.listdir(out) if n.startswith(".")]  # No staging left.
+    (out / "areas.csv").unlink()
+
+  # --output equal to --input: existing masks and areas.csv are kept unless --overwrite.
+  (src / "c_mask.png").write_bytes(b"earlier mask")
+  (src / "areas.csv").write_text("earlier\n")
+  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={src}")
+  assert result.returncode == 2 and error_lines(result) == [
+      f"error: {src / 'areas.csv'}: exists; not overwritten (use --overwrite or another "
+      "--output)"], result.stderr
+  assert (src / "areas.csv").read_text() == "earlier\n"
+  (src / "areas.csv").unlink()
+  done, failures, lines = segment_in_process(src, False)
+  assert (done, failures) == (3, 1) and (src / "c_mask.png").read_bytes() == b"earlier mask"
+  assert len(lines) == 1 and "c_mask.png: exists; not overwritten" in lines[0], lines
+  (src / "areas.csv").unlink()
+  assert segment_in_process(src, True)[:2] == (4, 0)
+  assert np.asarray(Image.open(src / "c_mask.png")).shape == (40, 40)

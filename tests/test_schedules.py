@@ -39,3 +39,44 @@ def test_onecycle_rises_then_falls_and_plateau_stays_constant():
   assert 0 < peak < 9 and max(rates) == pytest.approx(config.train.learning_rate, rel=0.05)
   assert rates[:peak + 1] == sorted(rates[:peak + 1])
   assert rates[peak:] == sorted(rates[peak:], reverse=True)
+
+
+def test_params_ema_follows_its_recursion_by_hand():
+  import jax.numpy as jnp
+  import numpy as np
+  tx = state_lib.track_params_ema(0.95)
+  params = {"w": jnp.array([1.0, -2.0])}
+  ema_state = tx.init(params)
+  ema, p = np.array([1.0, -2.0]), np.array([1.0, -2.0])
+  for t, u in enumerate([[0.5, 0.1], [-0.2, 0.3], [0.1, 0.1], [0.4, -0.6]]):
+    updates = {"w": jnp.array(u)}
+    out, ema_state = tx.update(updates, ema_state, params)
+    assert out["w"] is updates["w"]  # The updates pass unchanged.
+    params = {"w": params["w"] + updates["w"]}
+    p = p + np.array(u)
+    d = min(0.95, (1 + t) / (10 + t))
+    ema = d * ema + (1 - d) * p
+    np.testing.assert_allclose(np.asarray(ema_state.ema["w"]), ema, rtol=1e-6)
+
+
+def test_an_ema_run_validates_and_checkpoints_the_average(tmp_path):
+  import jax
+  import numpy as np
+  from echokld.train import build as build_lib, checkpoints
+  config = tiny_config(**{"train.ema_decay": 0.9, "train.max_epochs": 2})
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(summary["test"]["dice"])
+  manager = checkpoints.make_manager(os.path.join(tmp_path, "checkpoints"))
+  setup = build_lib.build(config, (32, 32))
+  restored = checkpoints.restore(manager, manager.latest_step(), setup.state)
+  ema, live = state_lib.eval_params(restored), restored.params
+  leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+  assert leaves(ema).shape == leaves(live).shape and not np.allclose(leaves(ema), leaves(live))
+  assert state_lib.eval_params(setup.state) is not setup.state.params
+  plain = build_lib.build(tiny_config(), (32, 32)).state
+  assert state_lib.eval_params(plain) is plain.params
+  # Prediction restores the average: the run's test Dice is that of its EMA parameters.
+  from echokld.infer import runs as runs_lib
+  run = runs_lib.load_run(str(tmp_path))
+  best = checkpoints.restore(manager, run.step, setup.state)
+  np.testing.assert_array_equal(leaves(run.params), leaves(state_lib.eval_params(best)))

@@ -53,6 +53,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.max_epochs = 20  # Cap; the paper has none (early stopping ends its runs).
   config.train.schedule = "plateau"  # plateau (the paper), cosine or onecycle (per step).
   config.train.warmup_epochs = 0  # cosine: linear warm-up epochs.
+  config.train.ema_decay = 0.0  # > 0: validate, checkpoint and predict a parameter EMA.
   config.train.plateau_patience = 10  # Halve the learning rate after this many bad epochs.
   config.train.plateau_factor = 0.5
   config.train.early_stop_patience = 30  # Stop after this many epochs without improvement.
@@ -99,6 +100,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.augment.speckle = 0.0  # Gamma-noise shape k (mean 1; larger = milder); 0 = off.
   config.augment.blur = 0.0  # Largest blend towards a 3x3 binomial blur; 0 = off.
   config.augment.flip = 0.0  # Probability of a left-right flip (see augment.py: off).
+  config.augment.tta = "none"  # Test-time views in evaluation and predict: none, flip, affine.
 
   config.log = ml_collections.ConfigDict()
   config.log.progress = True  # A progress bar per epoch.

@@ -96,3 +96,36 @@ def augment_batch(key: Array, images: Array, masks: Array, cfg: Any) -> tuple[Ar
   x, y = jax.vmap(lambda kk, a, b: augment_one(kk, a, b, cfg))(keys, images[..., 0],
                                                                 masks[..., 0])
   return x[..., None], y[..., None]
+
+
+TTA_MODES = ("none", "flip", "affine")
+# Small, fixed views for "affine" test-time augmentation: (degrees, scale, row and col shift).
+TTA_AFFINE_VIEWS = ((5.0, 1.0, 0.0, 0.0), (-5.0, 1.0, 0.0, 0.0), (0.0, 1.05, 0.0, 0.0),
+                    (0.0, 0.95, 0.0, 0.0))
+
+
+def test_time_average(predict_probs: Any, images: Array, mode: str) -> Array:
+  """Probabilities averaged over the identity and `mode`'s views, each mapped back.
+
+  Args:
+    predict_probs: (B, H, W, 1) images in [0, 1] -> (B, H, W) probabilities.
+    images: (B, H, W, 1) in [0, 1].
+    mode: "none", "flip" (left-right mirror: 2 forward passes) or "affine"
+      (TTA_AFFINE_VIEWS about the apex, probabilities warped back bilinearly: 5 passes).
+  """
+  probs = predict_probs(images)
+  if mode == "none":
+    return probs
+  if mode == "flip":
+    return 0.5 * (probs + predict_probs(images[:, :, ::-1])[:, :, ::-1])
+  if mode != "affine":
+    raise ValueError(f"unknown test-time augmentation {mode!r} ({', '.join(TTA_MODES)})")
+  total = probs
+  for degrees, scale, d_row, d_col in TTA_AFFINE_VIEWS:
+    matrix, shift = similarity(jnp.deg2rad(jnp.float32(degrees)), jnp.float32(scale),
+                               jnp.array([d_row, d_col], jnp.float32))
+    inverse = jnp.linalg.inv(matrix)
+    moved = jax.vmap(lambda im: warp(im, matrix, shift))(images[..., 0])[..., None]
+    back = jax.vmap(lambda p: warp(p, inverse, -inverse @ shift))(predict_probs(moved))
+    total = total + back
+  return total / (1 + len(TTA_AFFINE_VIEWS))

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from echokld.data import files
 from echokld.errors import InputError
 
 VIEWS = ("2CH", "4CH")
@@ -264,6 +265,7 @@ def _patient_frames(patient_dir: pathlib.Path, view: str, release: str, has_gt: 
 
 def read_nifti(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
   """Reads a CAMUS NIfTI frame; the release stores it (width, depth), so it is transposed."""
+  files.check_regular(path)
   try:
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
@@ -281,11 +283,13 @@ def read_nifti(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
   # pixdim is float32: keep its shortest decimal (0.31, not 0.3100000023841858).
   row, col = (float(str(np.float32(z))) * _NIFTI_UNITS_TO_MM.get(unit, 1.0)
               for z in (zooms[1], zooms[0]))
-  return np.ascontiguousarray(data.T), (row, col)
+  return (files.check_finite(np.ascontiguousarray(data.T), path),
+          files.check_spacing((row, col), path))
 
 
 def read_mhd(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
   """Reads a 2019 .mhd/.raw frame (a 3-D volume with one slice) with SimpleITK."""
+  files.check_mhd_data_file(path)
   reader = sitk.ImageFileReader()
   reader.SetFileName(str(path))
   try:
@@ -305,7 +309,8 @@ def read_mhd(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
     data = data[0]
   if data.ndim != 2:
     raise InputError(path, f"expected a single 2-D frame, got array shape {data.shape}")
-  return data, (float(spacing[1]), float(spacing[0]))
+  return (files.check_finite(data, path),
+          files.check_spacing((float(spacing[1]), float(spacing[0])), path))
 
 
 def _check_raw_size(path: pathlib.Path, reader: sitk.ImageFileReader) -> None:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from echokld.data import files
 from echokld.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -24,19 +25,28 @@ _QUALITIES = {"good": "Good", "medium": "Medium", "poor": "Poor", "": None}
 
 
 def read_image(path: str) -> np.ndarray:
-  """A 2-D grayscale array from an image file, or an InputError naming the file."""
+  """A 2-D grayscale array from an image file, or an InputError naming the file.
+
+  Only regular files are opened (a FIFO would hang), and PIL's decompression-bomb limit
+  (Image.MAX_IMAGE_PIXELS, checked from the header before decoding) stays in force:
+  a 20000x20000 PNG is one line, not a traceback.
+  """
+  files.check_name(path)
+  files.check_regular(path)
   try:
     with Image.open(path) as img:
       img.load()
       if img.mode not in ("L", "I;16", "I", "F", "P"):
         img = img.convert("L")
       array = np.asarray(img)
+  except Image.DecompressionBombError as exc:
+    raise InputError(path, f"image refused as too large ({str(exc).rstrip('.')})") from None
   except (OSError, ValueError, SyntaxError) as exc:
     raise InputError(path, f"unreadable image ({type(exc).__name__}: "
                      f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
   if array.ndim != 2:
     raise InputError(path, f"expected a 2-D grayscale image, got shape {array.shape}")
-  return array
+  return files.check_finite(array, path)
 
 
 def check_label(label: np.ndarray, image_shape: tuple[int, ...], path: str) -> np.ndarray:
@@ -51,14 +61,18 @@ def check_label(label: np.ndarray, image_shape: tuple[int, ...], path: str) -> n
 
 
 def read_metadata(path: str) -> dict[str, dict]:
+  """case -> fields of a metadata.csv (a UTF-8 BOM, as spreadsheets write, is accepted).
+
+  A case listed twice, or a spacing that is not finite and positive, is an InputError.
+  """
   try:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
       rows = list(csv.DictReader(f))
   except (OSError, UnicodeDecodeError, csv.Error) as exc:
     raise InputError(path, f"unreadable metadata ({exc})") from None
   if rows and "case" not in rows[0]:
     raise InputError(path, "metadata.csv has no 'case' column")
-  table = {}
+  table, first_line = {}, {}
   for line, row in enumerate(rows, start=2):
     split = (row.get("split") or "").strip().lower()
     quality = (row.get("image_quality") or row.get("quality") or "").strip().lower()
@@ -72,16 +86,25 @@ def read_metadata(path: str) -> dict[str, dict]:
         spacing = (float(row["spacing_row_mm"]), float(row["spacing_col_mm"]))
       except ValueError:
         raise InputError(path, f"line {line}: spacing is not a number") from None
-    table[row["case"].strip()] = dict(split=_SPLITS[split], quality=_QUALITIES[quality],
+      files.check_spacing(spacing, f"{path}: line {line}")
+    case = (row["case"] or "").strip()
+    if case in first_line:
+      raise InputError(path, f"line {line}: case {case!r} is already on line "
+                       f"{first_line[case]}")
+    first_line[case] = line
+    table[case] = dict(split=_SPLITS[split], quality=_QUALITIES[quality],
                                       spacing_mm=spacing, patient=row.get("patient"),
                                       view=row.get("view"), phase=row.get("phase"))
   return table
 
 
 def _case_files(folder: str) -> dict[str, str]:
-  return {os.path.splitext(name)[0]: os.path.join(folder, name)
-          for name in sorted(os.listdir(folder))
-          if name.lower().endswith(IMAGE_EXTENSIONS)}
+  out = {}
+  for name in sorted(os.listdir(folder)):
+    if name.lower().endswith(IMAGE_EXTENSIONS):
+      files.check_name(os.path.join(folder, name))
+      out[os.path.splitext(name)[0]] = os.path.join(folder, name)
+  return out
 
 
 def read_folder(root: str) -> list[dict]:
@@ -115,4 +138,19 @@ def read_folder(root: str) -> list[dict]:
                 spacing_mm=meta.get("spacing_mm"), split=meta.get("split"))
 
   with ThreadPoolExecutor(max_workers=8) as pool:
-    return list(pool.map(load, images))
+    records = list(pool.map(load, images))
+  check_patient_splits(records, meta_path)
+  return records
+
+
+def check_patient_splits(records: list[dict], where: str) -> None:
+  """InputError if one patient's frames are in two splits (train/val/test must not share
+  a patient: that would leak the patient into validation or test)."""
+  seen: dict[str, tuple[str, str]] = {}
+  for r in records:
+    if r.get("split") is None:
+      continue
+    first = seen.setdefault(r["patient"], (r["split"], r["case"]))
+    if first[0] != r["split"]:
+      raise InputError(where, f"patient {r['patient']!r} is in two splits: {first[1]} in "
+                       f"{first[0]}, {r['case']} in {r['split']}")

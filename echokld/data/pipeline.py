@@ -8,6 +8,7 @@ which keeps the 256-level grid the distribution losses use as a sufficient stati
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -70,6 +71,12 @@ def split_frames(records: Sequence[dict], method: str, test_frames: dict[str, in
   if method == "official":
     out = {name: [r for r in records if r.get("split") == name] for name in ("train", "val",
                                                                               "test")}
+    unused = [r for r in records if r.get("split") not in out]
+    if unused:  # Said, not silent: e.g. metadata.csv rows with an empty split.
+      patients = sorted({r["patient"] for r in unused})
+      print(f"note: data.split=official: {len(unused)} frame(s) of {len(patients)} "
+            f"patient(s) have no split and are not used (e.g. {unused[0]['case']})",
+            file=sys.stderr, flush=True)
     if not out["train"] or not out["val"]:
       raise InputError("config.data.split", "official split needs records with split "
                        "train and val (metadata.csv 'split' column or CAMUS database_split)")

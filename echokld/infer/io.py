@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 
-from echokld.data import camus, folder, pipeline
+from echokld.data import camus, files, folder, pipeline
 from echokld.errors import InputError
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
@@ -49,6 +49,7 @@ class Frame:
   image: np.ndarray  # 2-D, rows = depth.
   spacing_mm: tuple[float, float] | None
   quality: str | None = None
+  out_stem: str | None = None  # Stem of its outputs (output_stems); the input's by default.
 
   @property
   def name(self) -> str:
@@ -128,6 +129,7 @@ class Metadata:
 
 def read_frame(path: str, rel_dir: str, metadata: Metadata | None = None) -> Frame:
   """Reads one frame (InputError naming the file if it is unreadable or not 2-D)."""
+  files.check_name(path)
   stem, ext = split_ext(os.path.basename(path))
   lower = ext.lower()
   quality = None
@@ -150,12 +152,34 @@ def read_frame(path: str, rel_dir: str, metadata: Metadata | None = None) -> Fra
   return Frame(path, rel_dir, stem, ext, image, spacing, quality)
 
 
-def output_paths(frame: Frame, out_dir: str) -> tuple[str, str]:
-  """(mask path, overlay path) of a frame; the mask keeps the input's extension."""
-  folder_out = os.path.join(out_dir, frame.rel_dir)
+def output_stems(inputs: Sequence[tuple[str, str]]) -> dict[str, str]:
+  """Input path -> stem of its outputs, distinct within each output sub-folder.
+
+  a.png and a.jpg would both write a_mask.png: inputs sharing a stem (case-insensitively,
+  for case-insensitive file systems) get their extension appended (a_png, a_jpg).
+  """
+  groups: dict[tuple[str, str], list[str]] = {}
+  for path, rel_dir in inputs:
+    groups.setdefault((rel_dir, split_ext(os.path.basename(path))[0].lower()), []).append(path)
+  out, taken = {}, set()
+  for path, rel_dir in inputs:
+    stem, ext = split_ext(os.path.basename(path))
+    if len(groups[(rel_dir, stem.lower())]) > 1:
+      stem = f"{stem}_{ext.lstrip('.').replace('.', '_')}"
+    candidate, n = stem, 1
+    while (rel_dir, candidate.lower()) in taken:
+      n += 1
+      candidate = f"{stem}_{n}"
+    taken.add((rel_dir, candidate.lower()))
+    out[path] = candidate
+  return out
+
+
+def output_names(frame: Frame) -> tuple[str, str]:
+  """(mask name, overlay name) of a frame; the mask keeps the input's extension."""
+  stem = frame.out_stem or frame.stem
   ext = ".png" if frame.ext.lower() in LOSSY_EXTENSIONS else frame.ext
-  return (os.path.join(folder_out, f"{frame.stem}_mask{ext}"),
-          os.path.join(folder_out, f"{frame.stem}_overlay.png"))
+  return f"{stem}_mask{ext}", f"{stem}_overlay.png"
 
 
 def write_mask(frame: Frame, mask: np.ndarray, path: str) -> None:
@@ -172,9 +196,13 @@ def write_mask(frame: Frame, mask: np.ndarray, path: str) -> None:
     image.header["cal_min"], image.header["cal_max"] = 0, 1
     nib.save(image, path)
   elif lower in MHD_EXTENSIONS:
-    ref = sitk.ReadImage(frame.path)
+    ref = sitk.ImageFileReader()  # The header only: its data file was read and checked.
+    ref.SetFileName(frame.path)
+    ref.ReadImageInformation()
     image = sitk.GetImageFromArray(mask.reshape(ref.GetSize()[::-1]))
-    image.CopyInformation(ref)
+    image.SetSpacing(ref.GetSpacing())
+    image.SetOrigin(ref.GetOrigin())
+    image.SetDirection(ref.GetDirection())
     sitk.WriteImage(image, path)
   else:
     Image.fromarray(mask, mode="L").save(path)
@@ -193,6 +221,20 @@ def write_overlay(frame: Frame, mask: np.ndarray, path: str) -> None:
   rgb[contour(mask)] = CONTOUR_RGB
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   Image.fromarray(rgb, mode="RGB").save(path)
+
+
+def patient_phase(frame: Frame, metadata: Metadata | None) -> tuple[str, str] | None:
+  """(patient and view, ED|ES) of a frame, from a CAMUS name (patientXXXX_2CH_ED ->
+  patientXXXX_2CH) or from the `patient`, `view` and `phase` columns of a metadata.csv
+  beside it; None when unknown. Volumes are single-plane, so each view is measured apart."""
+  match = CAMUS_FRAME.fullmatch(frame.stem)
+  if match:
+    return f"{match.group(1)}_{match.group(2).upper()}", match.group(3).upper()
+  row = metadata.table_row(frame.path) if metadata is not None else {}
+  patient, phase = row.get("patient"), str(row.get("phase") or "").upper()
+  if not patient or phase not in ("ED", "ES"):
+    return None
+  return (f"{patient}_{row['view']}" if row.get("view") else str(patient)), phase
 
 
 def area_row(frame: Frame, mask: np.ndarray) -> dict[str, Any]:

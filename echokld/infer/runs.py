@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 import ml_collections
@@ -26,10 +27,13 @@ from echokld.errors import InputError
 from echokld.objectives import conditioning
 from echokld.train import build as build_lib
 from echokld.train import checkpoints
+from echokld.train import state as state_lib
 from echokld.train import step as step_lib
 
 THRESHOLD = 0.5
-MAX_SCALE = 4.0  # Frames more than this many times larger or smaller than the model's are refused.
+# A frame over this many times larger or smaller than every training frame (recorded in
+# preprocessing.json's train_frames) is segmented with a warning: the model never saw its like.
+WARN_SCALE = 4.0
 GATINGS = ("mean", "quality")
 DEFAULT_BATCH_SIZE = 8
 
@@ -60,6 +64,7 @@ class Run:
     self._predict = predict_fn
     self.image_shape = tuple(int(v) for v in preprocessing["image_shape"])
     self.resize = bool(preprocessing["resize"])
+    self.train_frames = train_frame_range(preprocessing)
 
   def __repr__(self) -> str:
     return (f"Run({self.workdir!r}, model={self.config.model.name!r}, "
@@ -124,17 +129,27 @@ def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -
   except (AttributeError, KeyError, TypeError, ValueError) as exc:
     raise InputError(os.path.join(workdir, "config.json"),
                      f"unusable config ({type(exc).__name__}: {one_line(exc)})") from None
-  manager = checkpoints.make_manager(ckpt_dir)
   try:
-    step = manager.best_step()
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    manager = checkpoints.make_manager(ckpt_dir)
+  except Exception as exc:  # A damaged checkpoints/ folder can fail orbax's scan.
+    raise InputError(ckpt_dir, f"unreadable checkpoint folder ({type(exc).__name__}: "
+                     f"{one_line(exc)})") from None
+  try:
+    best, latest = manager.best_step(), manager.latest_step()
+    if latest is None:
       raise InputError(ckpt_dir, "no checkpoint in this folder")
-    try:
-      params = checkpoints.restore(manager, step, setup.state).params
-    except Exception as exc:  # orbax raises many types for a damaged or foreign checkpoint.
-      raise InputError(os.path.join(ckpt_dir, str(step)), f"cannot restore checkpoint "
-                       f"({type(exc).__name__}: {one_line(exc)})") from None
+    # The best epoch; if its checkpoint is damaged, the other one (the latest), said so.
+    order = [s for s in (best, latest) if s is not None]
+    step, restored, failed = checkpoints.restore_first(manager, list(dict.fromkeys(order)),
+                                                       setup.state)
+    if step is None:
+      raise InputError(os.path.join(ckpt_dir, str(failed[0][0])), "cannot restore "
+                       f"checkpoint ({one_line(failed[0][1])})")
+    if failed:
+      print(f"warning: {os.path.join(ckpt_dir, str(failed[0][0]))}: cannot restore the best "
+            f"checkpoint ({one_line(failed[0][1], 120)}); using epoch {step} instead",
+            file=sys.stderr, flush=True)
+    params = state_lib.eval_params(restored)  # The EMA when the run kept one.
   finally:
     manager.close()
   predict = step_lib.make_predict(setup.model, config, batch_size)
@@ -185,18 +200,48 @@ def ensemble_probs(runs: Sequence[Run], images: np.ndarray,
   return np.einsum("nm,nmhw->nhw", weights, probs).astype(np.float32)
 
 
+def train_frame_range(preprocessing: dict) -> tuple[tuple[int, int], tuple[int, int]] | None:
+  """(min, max) (rows, cols) of the training frames, when the run recorded them."""
+  frames = preprocessing.get("train_frames")
+  try:
+    low, high = (tuple(int(v) for v in frames[k]) for k in ("min_shape", "max_shape"))
+    assert len(low) == len(high) == 2 and min(low) > 0
+  except (KeyError, TypeError, ValueError, AssertionError):
+    return None  # A run from before train_frames was recorded: nothing to compare with.
+  return low, high
+
+
+def size_outlier(shape: Sequence[int], runs: Sequence[Run]) -> str | None:
+  """Which training frames a frame of `shape` is unlike (over WARN_SCALE off), or None.
+
+  Only for a warning: the pipeline brings any frame to the model's canvas (resized, or
+  padded/cropped), so no size is refused, but a model trained on 128x128 frames may
+  segment a 2000x2000 frame poorly.
+  """
+  h, w = (int(v) for v in shape)
+  for run in runs:
+    if run.train_frames is None:
+      continue
+    (lo_r, lo_c), (hi_r, hi_c) = run.train_frames
+    if h > WARN_SCALE * hi_r or w > WARN_SCALE * hi_c or h * WARN_SCALE < lo_r or \
+        w * WARN_SCALE < lo_c:
+      seen = f"{lo_r}x{lo_c}" + ("" if (lo_r, lo_c) == (hi_r, hi_c) else f" to {hi_r}x{hi_c}")
+      return f"the training frames of {run.workdir} ({seen})"
+  return None
+
+
 def prepare(image: np.ndarray, image_shape: tuple[int, int], resize: bool,
             spacing_mm: tuple[float, float] | None = None, where: str = "frame"
             ) -> tuple[np.ndarray, pipeline.Geometry]:
-  """The frame as training saw it (uint8, model shape) and the geometry to undo it."""
+  """The frame as training saw it (uint8, model shape) and the geometry to undo it.
+
+  Any non-empty 2-D frame is accepted: resized to the canvas, or padded/cropped into it.
+  """
   image = np.asarray(image)
   if image.ndim != 2:
     raise InputError(where, f"expected a 2-D frame, got array shape {image.shape}")
-  (h, w), (rows, cols) = image.shape, image_shape
-  if (h > MAX_SCALE * rows or w > MAX_SCALE * cols or h * MAX_SCALE < rows or
-      w * MAX_SCALE < cols):
-    raise InputError(where, f"frame size {h}x{w} is far outside the model's {rows}x{cols} "
-                     f"(over {MAX_SCALE:g}x larger or smaller)")
+  if min(image.shape) < 1:
+    raise InputError(where, f"empty frame (size {image.shape[0]}x{image.shape[1]})")
   canvas, _, geometry = pipeline.preprocess_frame(image, None, image_shape, resize,
                                                   spacing_mm, where)
   return canvas, geometry

@@ -14,11 +14,17 @@ import numpy as np
 import tqdm
 
 from echokld.cli import one_line
+from echokld.clinical import volumes
 from echokld.data import pipeline
 from echokld.errors import InputError
-from echokld.infer import io
-from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, Run, check_compatible,
-                                ensemble_probs, member_weights, prepare)
+from echokld.infer import io, outputs
+from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, WARN_SCALE, Run,
+                                check_compatible, ensemble_probs, member_weights, prepare,
+                                size_outlier)
+
+
+AREAS = "areas.csv"
+VOLUMES = "volumes.csv"
 
 
 def _report(exc: Exception, path: str) -> None:
@@ -32,19 +38,31 @@ def _report(exc: Exception, path: str) -> None:
 
 
 def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_dir: str,
-                  gating: str = "mean", batch_size: int = DEFAULT_BATCH_SIZE
-                  ) -> tuple[list[dict[str, Any]], int]:
-  """Segments (path, sub-folder) inputs into out_dir; returns (areas rows, failures)."""
+                  gating: str = "mean", batch_size: int = DEFAULT_BATCH_SIZE,
+                  overwrite: bool = False) -> tuple[list[dict[str, Any]], int]:
+  """Segments (path, sub-folder) inputs into out_dir; returns (areas rows, failures).
+
+  Nothing is written outside out_dir and nothing there is replaced unless `overwrite`
+  (infer.outputs); an existing areas.csv is refused before any work.
+  """
   shape, resize = check_compatible(runs)
+  output = outputs.OutputFolder(out_dir, overwrite)
+  output.check_free("", [AREAS, VOLUMES])
+  stems = io.output_stems(inputs)
   metadata = io.Metadata(quality=gating == "quality")
-  rows, failures = [], 0
+  rows, failures, outliers = [], 0, []
+  cardiac: list[volumes.FrameMask] = []  # ED/ES masks of known patients, for volumes.csv.
   bar = tqdm.tqdm(total=len(inputs), unit="frame", disable=None, dynamic_ncols=True)
   for start in range(0, len(inputs), batch_size):
     ready = []
     for path, rel_dir in inputs[start:start + batch_size]:
       try:
         frame = io.read_frame(path, rel_dir, metadata)
+        frame.out_stem = stems[path]
         ready.append((frame, *prepare(frame.image, shape, resize, frame.spacing_mm, path)))
+        unlike = size_outlier(frame.image.shape, runs)
+        if unlike:
+          outliers.append((path, frame.image.shape, unlike))
       except Exception as exc:  # pylint: disable=broad-except  # One bad file stops nothing.
         failures += 1
         _report(exc, path)
@@ -53,16 +71,55 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
       probs = ensemble_probs(runs, np.stack([canvas for _, canvas, _ in ready]), weights)
       for (frame, _, geometry), prob in zip(ready, probs):
         mask = pipeline.undo_geometry(prob > THRESHOLD, geometry)
-        mask_path, overlay_path = io.output_paths(frame, out_dir)
+        mask_name, overlay_name = io.output_names(frame)
+
+        def write(staging, frame=frame, mask=mask, mask_name=mask_name,
+                  overlay_name=overlay_name):
+          io.write_mask(frame, mask, os.path.join(staging, mask_name))
+          io.write_overlay(frame, mask, os.path.join(staging, overlay_name))
+
         try:
-          io.write_mask(frame, mask, mask_path)
-          io.write_overlay(frame, mask, overlay_path)
+          output.write(frame.rel_dir, write)
+        except InputError as exc:
+          failures += 1
+          _report(exc, frame.path)
+          continue
         except Exception as exc:  # pylint: disable=broad-except
           failures += 1
-          _report(InputError(mask_path, f"cannot write ({one_line(exc)})"), frame.path)
+          _report(InputError(os.path.join(out_dir, frame.rel_dir, mask_name),
+                             f"cannot write ({one_line(exc)})"), frame.path)
           continue
         rows.append(io.area_row(frame, mask))
+        phase = io.patient_phase(frame, metadata)
+        if phase is not None:
+          cardiac.append(volumes.FrameMask(phase[0], phase[1], frame.name, mask,
+                                           frame.spacing_mm))
     bar.update(len(inputs[start:start + batch_size]))
   bar.close()
-  io.write_areas(rows, os.path.join(out_dir, "areas.csv"))
+  if outliers:  # One line for the command, not one per frame of a large folder.
+    path, (h, w), unlike = outliers[0]
+    text = (f"{len(outliers)} of {len(inputs)} frames are over {WARN_SCALE:g}x larger or "
+            f"smaller than {unlike}, e.g. {path} ({h}x{w}); segmented anyway, check their "
+            "masks")
+    tqdm.tqdm.write(f"warning: {one_line(text, 600)}", file=sys.stderr)
+  output.write("", lambda staging: io.write_areas(rows, os.path.join(staging, AREAS)))
+  if cardiac:
+    write_volumes(output, cardiac)
   return rows, failures
+
+
+def write_volumes(output: outputs.OutputFolder, frames: Sequence[volumes.FrameMask]) -> None:
+  """volumes.csv: EDV, ESV and EF per patient with an ED and an ES frame (clinical.volumes);
+  a patient with two frames of one phase is reported and left out, the others are kept."""
+  kept, seen = [], set()
+  for frame in frames:
+    key = (frame.patient, frame.phase)
+    if key in seen:
+      tqdm.tqdm.write(f"error: {frame.frame}: patient {frame.patient} has two {frame.phase} "
+                      "frames; left out of volumes.csv", file=sys.stderr)
+      continue
+    seen.add(key)
+    kept.append(frame)
+  rows = volumes.patient_volumes(kept)
+  output.write("", lambda staging: volumes.write_volumes_csv(os.path.join(staging, VOLUMES),
+                                                             rows))

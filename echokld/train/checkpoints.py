@@ -7,10 +7,13 @@ breaks resuming, so the preservation policy keeps "latest 1 OR best 1" explicitl
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from typing import Any, Sequence
 
 import jax
 import orbax.checkpoint as ocp
+
+from echokld.errors import InputError
 
 BEST_METRIC = "val_dice"
 
@@ -28,8 +31,57 @@ def make_manager(directory: str) -> ocp.CheckpointManager:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, val_dice: float) -> None:
-  manager.save(step, args=ocp.args.StandardSave(state), metrics={BEST_METRIC: val_dice})
-  manager.wait_until_finished()
+  """Saves `step`; a failed save (e.g. a full disk) is one InputError naming the folder.
+
+  Orbax writes into a temporary folder and renames it on success, so a failed save leaves
+  the earlier checkpoints as they were.
+  """
+  try:
+    manager.save(step, args=ocp.args.StandardSave(state), metrics={BEST_METRIC: val_dice})
+    manager.wait_until_finished()
+  except Exception as exc:  # orbax/tensorstore raise many types; ENOSPC among them.
+    raise InputError(os.path.join(str(manager.directory), str(step)),
+                     f"cannot save checkpoint ({type(exc).__name__}: "
+                     f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def restore_first(manager: ocp.CheckpointManager, steps: Sequence[int], target: Any,
+                  ) -> tuple[int | None, Any, list[tuple[int, str]]]:
+  """(step, state) of the first of `steps` that restores, and the (step, why) that did not.
+
+  A damaged checkpoint (torn by a crash, a full disk, a bad copy) raises one of many
+  orbax/tensorstore/JSON errors; the caller falls back to the other checkpoint.
+  """
+  _ignore_late_callbacks()  # Before the first read: a late callback can beat the except.
+  failed = []
+  for step in steps:
+    try:
+      return step, restore(manager, step, target), failed
+    except Exception as exc:  # pylint: disable=broad-except
+      failed.append((step, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"))
+  return None, target, failed
+
+
+def _ignore_late_callbacks() -> None:
+  """Silences the reads still in flight when a restore failed.
+
+  When one read of a damaged checkpoint fails, orbax closes its event loop while
+  tensorstore's other reads are pending; each then reports RuntimeError('Event loop is
+  closed') through sys.unraisablehook, dozens of tracebacks after the one-line error.
+  Only that exact error is dropped; anything else goes to the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_echokld_filter", False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook._echokld_filter = True  # type: ignore[attr-defined]
+  sys.unraisablehook = hook
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:

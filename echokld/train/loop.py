@@ -100,10 +100,25 @@ def _check_group(config: Any, seeds: Sequence[int], workdirs: Sequence[str], mod
 
 def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
              ) -> tuple[list[Member], tuple[int, int]]:
-  """Reads the data once, splits it per seed and builds each run's state (resumed if saved)."""
+  """Reads the data once, splits it per seed and builds each run's state (resumed if saved).
+
+  Each run folder is locked from here on; on any error the folders opened so far are closed
+  (and unlocked) before it propagates.
+  """
+  runs: list[RunDir] = []
+  try:
+    for w, s in zip(workdirs, seeds):
+      runs.append(RunDir(w, config.log.tensorboard, f"seed {s}" if len(seeds) > 1 else ""))
+    return _build_members(config, runs, seeds)
+  except BaseException:
+    for run in runs:
+      run.close()
+    raise
+
+
+def _build_members(config: Any, runs: Sequence[RunDir], seeds: Sequence[int]
+                   ) -> tuple[list[Member], tuple[int, int]]:
   configs = [with_seed(config, s) for s in seeds]
-  runs = [RunDir(w, config.log.tensorboard, f"seed {s}" if len(seeds) > 1 else "")
-          for w, s in zip(workdirs, seeds)]
   records = (None if config.data.source == "synthetic"  # Synthetic frames depend on the seed.
              else pipeline.load_records(config.data, config.seed))
   built = [pipeline.build_splits(c, records) for c in configs]
@@ -123,7 +138,8 @@ def _members(config: Any, workdirs: Sequence[str], seeds: Sequence[int]
     setup = build_lib.build(c, image_shape, reference, steps_per_epoch=len(train) // batch)
     run.check_or_write_config(c)
     run.write_split(split_cases)
-    run.write_preprocessing(image_shape, c, reference)
+    run.write_preprocessing(image_shape, c, reference,
+                            [g.orig_shape for g in train.geometries])
     setup = dataclasses.replace(setup, state=run.resume(setup.state))
     run.write_json("environment.json", environment.history(run.file("environment.json")) +
                    [environment.describe(int(setup.state.epoch))])
@@ -189,6 +205,16 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
   seeds = [config.seed] if seeds is None else [int(s) for s in seeds]
   _check_group(config, seeds, workdirs, mode)
   members, image_shape = _members(config, workdirs, seeds)
+  try:
+    return _train_members(config, members, image_shape, mode, extra_hooks)
+  finally:  # Whatever happens (a full disk, Ctrl-C), the run folders are closed and unlocked.
+    for m in members:
+      m.run.close()
+
+
+def _train_members(config: ml_collections.ConfigDict, members: list[Member],
+                   image_shape: tuple[int, int], mode: str,
+                   extra_hooks: Sequence[hooks_lib.Hook]) -> list[dict[str, Any]]:
   size, batch = len(members), config.train.batch_size
   placement = mesh.setup(config.train)
   first = members[0].setup
@@ -271,7 +297,8 @@ def train(config: ml_collections.ConfigDict, workdirs: Sequence[str],
     vals = {}
     for i, k in enumerate(order):
       if k in trained:
-        vals[k] = val_dice_fn(group[i].params, refs[k], images, masks, members[k].val_index)
+        vals[k] = val_dice_fn(state_lib.eval_params(group[i]), refs[k], images, masks,
+                              members[k].val_index)
         group = group[:i] + (end_epoch(group[i], vals[k]),) + group[i + 1:]
     seconds = (time.perf_counter() - t0) / len(trained)  # Each run's share of the epoch.
     for i, k in enumerate(order):
@@ -316,7 +343,8 @@ def finish(member: Member, state: Any, predict: Any, placement: mesh.Placement,
   config, run, splits = member.config, member.run, member.splits
   test = splits["test"]
   best = run.best(state)
-  probs = np.asarray(predict(best.params, placement.put(test.images), reference))
+  probs = np.asarray(predict(state_lib.eval_params(best), placement.put(test.images),
+                             reference))
   rows = test_set.frame_rows(probs, test)
   run.write_test_results(test, probs, rows)
   history = run.history()

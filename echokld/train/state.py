@@ -6,7 +6,7 @@ and early stopping live inside the state, so a resumed run continues exactly.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -57,15 +57,62 @@ def make_schedule(train_config: Any, steps_per_epoch: int) -> Any:
   raise ValueError(f"unknown schedule {kind!r} ({', '.join(SCHEDULES)})")
 
 
+class ParamsEmaState(NamedTuple):
+  count: Array
+  ema: Any
+
+
+def track_params_ema(decay: float) -> optax.GradientTransformation:
+  """Keeps an exponential moving average of the parameters after each update.
+
+  The updates pass unchanged; the average rides in the optimizer state, so it is donated,
+  sharded, vmapped and checkpointed with it. The decay warms up as min(decay,
+  (1 + t) / (10 + t)) so that the first steps do not pin the average to the initialisation.
+  """
+
+  def init(params):
+    return ParamsEmaState(jnp.zeros([], jnp.int32), jax.tree_util.tree_map(jnp.copy, params))
+
+  def update(updates, state, params=None):
+    new_params = optax.apply_updates(params, updates)
+    t = state.count.astype(jnp.float32)
+    d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, state.ema, new_params)
+    return updates, ParamsEmaState(state.count + 1, ema)
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(train_config: Any, steps_per_epoch: int = 1) -> optax.GradientTransformation:
-  """Adam (Model 1) or AdamW with decoupled weight decay (Model 2, eq. 8-10)."""
+  """Adam (Model 1) or AdamW with decoupled weight decay (Model 2, eq. 8-10).
+
+  With train.ema_decay > 0 a parameter average follows (eval_params evaluates it).
+  """
   lr = make_schedule(train_config, steps_per_epoch)
   if train_config.optimizer == "adam":
-    return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
-  if train_config.optimizer == "adamw":
-    return optax.inject_hyperparams(optax.adamw)(learning_rate=lr,
-                                                 weight_decay=train_config.weight_decay)
-  raise ValueError(f"unknown optimizer {train_config.optimizer!r} (adam, adamw)")
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=lr)
+  elif train_config.optimizer == "adamw":
+    tx = optax.inject_hyperparams(optax.adamw)(learning_rate=lr,
+                                               weight_decay=train_config.weight_decay)
+  else:
+    raise ValueError(f"unknown optimizer {train_config.optimizer!r} (adam, adamw)")
+  return optax.chain(tx, track_params_ema(train_config.ema_decay)) if \
+      train_config.ema_decay > 0 else tx
+
+
+def _has_ema(opt_state: Any) -> bool:
+  return (isinstance(opt_state, tuple) and len(opt_state) == 2 and
+          isinstance(opt_state[1], ParamsEmaState))
+
+
+def _injected(opt_state: Any) -> Any:
+  """The inject_hyperparams state (first of the chain when the EMA follows)."""
+  return opt_state[0] if _has_ema(opt_state) else opt_state
+
+
+def eval_params(state: "TrainState") -> Any:
+  """The parameters to evaluate and predict with: the EMA when kept, else the live ones."""
+  return state.opt_state[1].ema if _has_ema(state.opt_state) else state.params
 
 
 def make_plateau(train_config: Any) -> optax.GradientTransformationExtraArgs:
@@ -93,7 +140,7 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, plateau: An
 
 
 def learning_rate(state: TrainState) -> Array:
-  return state.opt_state.hyperparams["learning_rate"]
+  return _injected(state.opt_state).hyperparams["learning_rate"]
 
 
 def make_end_epoch(plateau: Any, train_config: Any) -> Callable:
@@ -104,8 +151,8 @@ def make_end_epoch(plateau: Any, train_config: Any) -> Callable:
     _, plateau_state = plateau.update(updates={}, state=state.plateau, value=1.0 - val_dice)
     opt_state = state.opt_state
     if train_config.schedule == "plateau":  # Otherwise the schedule sets it every step.
-      opt_state.hyperparams["learning_rate"] = (train_config.learning_rate *
-                                                plateau_state.scale)
+      _injected(opt_state).hyperparams["learning_rate"] = (train_config.learning_rate *
+                                                           plateau_state.scale)
     epoch = state.epoch + 1
     better = val_dice > state.best_dice
     gained = val_dice > state.stop_ref + train_config.min_delta

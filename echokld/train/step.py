@@ -113,6 +113,7 @@ def make_predict(model: Any, config: Any, batch_size: int) -> Callable:
 
   Batched by lax.map in `batch_size` frames. `reference` is the run's training-set fit,
   injected by Models 6-7 (echokld.objectives.conditioning); other models ignore it.
+  config.augment.tta averages test-time views (echokld.data.augment; "none" by default).
   """
 
   @jax.jit
@@ -123,10 +124,12 @@ def make_predict(model: Any, config: Any, batch_size: int) -> Callable:
     batches = images.reshape((padded // batch_size, batch_size) + images.shape[1:])
     infer = conditioning.make_conditioning(config, reference).infer
 
-    def run(batch):
-      x = to_unit(batch)
+    def probs_of(x):
       inject = infer(x) if infer is not None else None
       return jax.nn.sigmoid(model.apply({"params": params}, x, inject)["logits"][..., 0])
+
+    def run(batch):
+      return augment.test_time_average(probs_of, to_unit(batch), config.augment.tta)
 
     return jax.lax.map(run, batches).reshape((padded,) + images.shape[1:])[:n]
 

@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Any
 
+from echokld.errors import InputError
+
 _WARNED: set[str] = set()
 
 
@@ -30,30 +32,38 @@ class MetricWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.enabled = enabled
     self._tb = None
-    if tensorboard and enabled:
+    # Opened at the first row: a run refused before training (bad data, a held lock)
+    # prints its one error line and nothing about TensorBoard.
+    self._tb_dir = os.path.join(workdir, "tensorboard") if tensorboard and enabled else None
+
+  def _tensorboard(self) -> Any:
+    if self._tb_dir is not None:
       try:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._tb = SummaryWriter(self._tb_dir)
       except ImportError:
         _warn_once("log.tensorboard is on but tensorboardX is not installed (pip install "
                    "'echokld[tensorboard]', or --config.log.tensorboard=False); metrics go "
                    "to metrics.jsonl only")
+      self._tb_dir = None
+    return self._tb
 
   def truncate_after(self, epoch: int) -> None:
     """Drops epochs after `epoch` (they are redone when a run resumes from a checkpoint)."""
     if not self.enabled or not os.path.exists(self.path):
       return
-    with open(self.path) as f:
-      rows = [line for line in f if line.strip() and json.loads(line)["epoch"] <= epoch]
-    with open(self.path, "w") as f:
-      f.writelines(rows)
+    rows = [row for row in _read_rows(self.path) if row["epoch"] <= epoch]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, self.path)  # A kill here leaves the old file or the new, never half.
 
   def write(self, row: dict[str, Any]) -> None:
     if not self.enabled:
       return
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
-    if self._tb is not None:
+    if self._tensorboard() is not None:
       for key, value in row.items():
         if isinstance(value, (int, float)) and key != "epoch":
           self._tb.add_scalar(key, value, row["epoch"])
@@ -64,9 +74,33 @@ class MetricWriter:
       self._tb.close()
 
 
+def _read_rows(path: str) -> list[dict[str, Any]]:
+  """The rows of metrics.jsonl; a torn last line (a kill or full disk mid-write) is dropped.
+
+  Any other unreadable line is an InputError naming the file and line.
+  """
+  try:
+    with open(path, "rb") as f:
+      lines = [line for line in f.read().split(b"\n") if line.strip()]
+  except OSError as exc:
+    raise InputError(path, f"cannot read ({exc.strerror})") from None
+  rows = []
+  for n, line in enumerate(lines, start=1):
+    try:
+      row = json.loads(line)
+      if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+        raise ValueError("not an epoch row")
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included.
+      if n == len(lines):
+        break  # Torn last line: that epoch is trained again.
+      raise InputError(path, f"line {n} is not an epoch row ({exc}); "
+                       "use a new --workdir") from None
+    rows.append(row)
+  return rows
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _read_rows(path)
