@@ -1,7 +1,7 @@
 """Per-model inputs beyond the image: the distribution parameters of Models 6 and 7.
 
-`config.model.dist_injection` says where the (skew, loc, scale) that enter the bottleneck
-come from: `none`, `reference` (Model 6: the Pearson III fit of all training LV pixels,
+`config.model.dist_injection` says where the (shape, loc, scale) of `config.loss.family` that
+enter the bottleneck come from: `none`, `reference` (Model 6: the fit of all training LV pixels,
 fitted once) or `batch` (Model 7: the fit of each mini-batch's ground-truth LV pixels while
 training). The same parameters are the target of the `dist_align` loss term. At inference
 no ground truth exists, so both sources inject the training-set reference: for `batch` a
@@ -34,20 +34,23 @@ class Conditioning:
   infer: Callable[[jax.Array], jax.Array] | None = None
 
 
-def reference_params(images: np.ndarray, masks: np.ndarray, num_bins: int = 256) -> jax.Array:
-  """(skew, loc, scale) of the LV intensities of uint8 frames under masks (8-bit grid)."""
+def reference_params(images: np.ndarray, masks: np.ndarray, num_bins: int = 256,
+                     family: str = "pearson3") -> jax.Array:
+  """ML parameters of `family` (config.loss.family) for the LV intensities of uint8 frames
+  under masks (8-bit grid)."""
   values = np.asarray(images)[np.asarray(masks) > 0].astype(np.int64)
   counts = np.bincount(values, minlength=256).astype(np.float32)
   if num_bins != 256:
     counts = np.asarray(dist.weighted_histogram(jnp.arange(256) / 255.0, counts, num_bins))
   grid = dist.histogram_grid(num_bins)
-  return jnp.stack(dist.fit_pearson3_hist(grid, jnp.asarray(counts)))
+  return dist.fit_hist(family, grid, jnp.asarray(counts))
 
 
-def batch_params(images: jax.Array, masks: jax.Array, num_bins: int = 256) -> jax.Array:
-  """Pearson III fit of a mini-batch's ground-truth LV intensities (images in [0, 1])."""
+def batch_params(images: jax.Array, masks: jax.Array, num_bins: int = 256,
+                 family: str = "pearson3") -> jax.Array:
+  """Fit of a mini-batch's ground-truth LV intensities (images in [0, 1])."""
   counts = dist.weighted_histogram(images.ravel(), masks.ravel(), num_bins)
-  return jnp.stack(dist.fit_pearson3_hist(dist.histogram_grid(num_bins), counts))
+  return dist.fit_hist(family, dist.histogram_grid(num_bins), counts)
 
 
 def needs_reference(config: Any) -> bool:
@@ -72,7 +75,8 @@ def make_conditioning(config: Any, reference: Any = None) -> Conditioning:
 
   if config.model.dist_injection == "batch":
     def train(images, masks):
-      params = jax.lax.stop_gradient(batch_params(images, masks, num_bins))
+      params = jax.lax.stop_gradient(batch_params(images, masks, num_bins,
+                                                  config.loss.family))
       return {"dist_inject": broadcast(params, images), "dist_target": params}
   else:
     def train(images, masks):
