@@ -15,7 +15,7 @@ from absl import app, flags
 
 from echokld import cli
 from echokld.errors import InputError
-from echokld.infer import io, segment
+from echokld.infer import io, loops, segment
 from echokld.infer import runs as runs_lib
 from echokld.infer.runs import DEFAULT_BATCH_SIZE, GATINGS
 
@@ -53,6 +53,14 @@ def main(argv: list[str]) -> None:
     inputs = io.find_inputs(FLAGS.input, exclude=FLAGS.output)
     runs = [runs_lib.load_run(workdir, FLAGS.batch_size) for workdir in FLAGS.workdir]
     runs_lib.check_compatible(runs)
+    if len(inputs) == 1 and loops.is_loop(inputs[0][0]):
+      loop = loops.segment_loop(runs, inputs[0][0], FLAGS.output, FLAGS.batch_size,
+                                FLAGS.overwrite)
+      ef = {r["method"]: r["ef_px_percent"] for r in loop["volumes"]}
+      print(f"segmented a loop of {loop['frames']} frames into {FLAGS.output}: ED frame "
+            f"{loop['ed_frame']}, ES frame {loop['es_frame']}, EF {ef['disks']:.1f}% (disks), "
+            f"{ef['area_length']:.1f}% (area-length)", flush=True)
+      return
     rows, failures = segment.segment_files(runs, inputs, FLAGS.output, FLAGS.gating,
                                            FLAGS.batch_size, FLAGS.overwrite)
   except InputError as exc:

@@ -2,8 +2,9 @@
 
 A model is one config file (`get_config`) whose `model` block names it (`name`,
 `display_name`, `paper_number`) and whose switches say what it is: `model.heads`,
-`model.dist_injection`, `loss.terms` (with `loss.kld_estimator` for the kld term) and the
-optimizer. The sweep, the report and the config checks read this registry; adding a model
+`model.dist_injection`, `loss.terms` (with `loss.kld_estimator` for the kld term and
+`loss.family` wherever a distribution is fitted) and the optimizer. A config with a
+`model.variant` is another reading of paper model `paper_number`, outside the paper's seven. The sweep, the report and the config checks read this registry; adding a model
 means adding a config file (plus a registered head or loss term if it needs a new one).
 """
 
@@ -33,6 +34,7 @@ class ModelSpec:
   display_name: str
   paper_number: int  # 0: not one of the paper's seven.
   config_name: str  # Module in echokld/configs (`--config=<config_name>`).
+  variant: str  # Non-empty: another reading of model paper_number (not one of the seven).
   switches: tuple[tuple[str, Any], ...]  # (config key, value) pairs that define the model.
 
   @property
@@ -49,6 +51,10 @@ def switches(config: Any) -> tuple[tuple[str, Any], ...]:
          ("train.optimizer", config.train.optimizer)]
   if "kld" in terms:
     out.append(("loss.kld_estimator", config.loss.kld_estimator))
+  fitted = ("kld" in terms and config.loss.kld_estimator == "fit") or "dist_align" in terms \
+      or config.model.dist_injection != "none"
+  if fitted:
+    out.append(("loss.family", config.loss.family))
   return tuple(out)
 
 
@@ -64,7 +70,8 @@ def _specs() -> tuple[ModelSpec, ...]:
       continue
     config = load_config_module(info.name).get_config()
     found.append(ModelSpec(config.model.name, config.model.display_name,
-                           int(config.model.paper_number), info.name, switches(config)))
+                           int(config.model.paper_number), info.name,
+                           str(config.model.get("variant", "")), switches(config)))
   return tuple(sorted(found, key=lambda s: (s.paper_number or 1000, s.name)))
 
 
@@ -79,7 +86,7 @@ def names() -> list[str]:
 
 def paper_models() -> list[str]:
   """The paper's seven, in its order (Model 1 to 7)."""
-  return [spec.name for spec in _specs() if spec.paper_number]
+  return [spec.name for spec in _specs() if spec.paper_number and not spec.variant]
 
 
 def get(name: str) -> ModelSpec | None:
@@ -142,8 +149,10 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
 
   Runs from before models had explicit switches chose behaviour from `model.vae_head`,
   `model.inject_dist`, `model.dist_head`, `loss.kld_estimator = none` and the name `bd_vae`;
-  fields added since (augmentation, schedules, ...) get their defaults. Their folders stay
-  readable by prediction and resumable.
+  runs from before `loss.family` fitted Pearson III without a soft-threshold cut; fields
+  added since (augmentation, schedules, ...) get their defaults. Their folders stay
+  readable by prediction and resumable (a `kld_alpha` run from before `loss.family` is a
+  Pearson III run: resuming it under that name is refused by check_consistent).
   """
   return _with_defaults(_explicit_switches(config))
 
@@ -168,34 +177,52 @@ def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
 
 def _explicit_switches(config: dict[str, Any]) -> dict[str, Any]:
   model, loss = dict(config.get("model", {})), dict(config.get("loss", {}))
-  if "heads" in model and "align_source" not in model:
-    # Before issue 14: Models 6-7 aligned a regression head ("dist" in heads), injected by
-    # broadcast. The head now follows from align_source.
+  if "heads" not in model and "vae_head" in model:
+    vae, dist_head = model.pop("vae_head"), model.pop("dist_head", False)
+    inject = model.pop("inject_dist", False)
+    model["heads"] = ["vae"] if vae else []
+    model["align_source"] = "head" if dist_head else "none"
+    model.update(inject_via="broadcast", batch_source="ground_truth", flat_latent=512)
+    model["dist_injection"] = ("none" if not inject else
+                               "batch" if model.get("name") == "bd_vae" else "reference")
+    spec = get(model.get("name", ""))
+    model.setdefault("display_name", spec.display_name if spec else model.get("name", ""))
+    model.setdefault("paper_number", spec.paper_number if spec else 0)
+    estimator = loss.get("kld_estimator", "none")
+    loss["terms"] = (["dice"] + (["kld"] if estimator != "none" else []) +
+                     (["recon", "vae_kl"] if vae else []) + (["dist_align"] if dist_head else []))
+    if estimator == "none":
+      loss["kld_estimator"] = "alpha"
+    config = {**config, "model": model, "loss": loss}
+  elif "heads" in model and "align_source" not in model:
+    # Before issue 14 items 4-5: Models 6-7 aligned a regression head ("dist" in heads),
+    # injected by broadcast. The head now follows from align_source.
     heads = list(model["heads"])
     model["align_source"] = "head" if "dist" in heads else "none"
     model["heads"] = [h for h in heads if h != "dist"]
     model.setdefault("inject_via", "broadcast")
     model.setdefault("batch_source", "ground_truth")
     model.setdefault("flat_latent", 512)
-    return {**config, "model": model}
-  if "heads" in model or "vae_head" not in model:
-    return config
-  vae, dist_head = model.pop("vae_head"), model.pop("dist_head", False)
-  inject = model.pop("inject_dist", False)
-  model["heads"] = ["vae"] if vae else []
-  model["align_source"] = "head" if dist_head else "none"
-  model.update(inject_via="broadcast", batch_source="ground_truth", flat_latent=512)
-  model["dist_injection"] = ("none" if not inject else
-                             "batch" if model.get("name") == "bd_vae" else "reference")
-  spec = get(model.get("name", ""))
-  model.setdefault("display_name", spec.display_name if spec else model.get("name", ""))
-  model.setdefault("paper_number", spec.paper_number if spec else 0)
-  estimator = loss.get("kld_estimator", "none")
-  loss["terms"] = (["dice"] + (["kld"] if estimator != "none" else []) +
-                   (["recon", "vae_kl"] if vae else []) + (["dist_align"] if dist_head else []))
-  if estimator == "none":
-    loss["kld_estimator"] = "alpha"
-  return {**config, "model": model, "loss": loss}
+    config = {**config, "model": model}
+  return upgrade_family(config)
+
+
+def upgrade_family(config: dict[str, Any]) -> dict[str, Any]:
+  """Before `loss.family`, every fit was Pearson III and `kld_estimator = alpha` named it;
+  before `loss.soft_threshold_cut` the pseudo output had none. Set explicitly for the runs
+  that use them, since the defaults (alpha, cut 0.01) would change such a run's behaviour;
+  other runs get the defaults, which they do not read (so they stay resumable)."""
+  loss = dict(config.get("loss", {}))
+  terms = loss.get("terms", ())
+  fitted = ("kld" in terms or "dist_align" in terms
+            or config.get("model", {}).get("dist_injection", "none") != "none")
+  if loss.get("kld_estimator") == "alpha":
+    loss["kld_estimator"] = "fit"
+  if "family" not in loss and fitted:
+    loss["family"] = "pearson3"
+  if "soft_threshold_cut" not in loss and "kld" in terms:
+    loss["soft_threshold_cut"] = 0.0
+  return {**config, "loss": loss}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

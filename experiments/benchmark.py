@@ -68,7 +68,8 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
   if augment:
     config.augment.update(enabled=True, speckle=8.0, blur=0.5)
   split = synthetic_batch(shape, max(batch * per_call, 4))
-  reference = (conditioning.reference_params(split.images, split.masks)
+  reference = (conditioning.reference_params(split.images, split.masks,
+                                             family=config.loss.family)
                if conditioning.needs_reference(config) else None)
   setup = build.build(config, shape, reference)
   box = [setup.state]

@@ -177,6 +177,78 @@ def jnp_cross_check(train_rois, scipy_params) -> dict:
   return dict(params=ours, gain=loglik(ours) - loglik(scipy_params), n=int(counts.sum()))
 
 
+def jnp_alpha_check(train_rois, val_rois, max_pixels: int, seed: int, num_frames: int,
+                    batch: int = 2) -> dict:
+  """echokld's jnp alpha fit (histogram route, float32, as the loss runs it) against
+  scipy.stats.alpha.fit (restarted once, `fit`): on the pooled subsample of `study` (same
+  pixels), on single frames and on batches of `batch` frames (the loss fits per batch);
+  log-likelihoods in float64 by scipy. Held-back: the val frames under each pooled fit."""
+  import jax
+  import jax.numpy as jnp
+  from echokld.objectives import distributions
+  grid = distributions.histogram_grid()
+  fit_hist = jax.jit(distributions.fit_alpha_hist)
+
+  def ours(values: np.ndarray):
+    counts = np.bincount(values, minlength=256).astype(np.float32)
+    return tuple(float(v) for v in fit_hist(grid, jnp.asarray(counts)))
+
+  def loglik(values: np.ndarray, params) -> float:
+    return float(np.sum(scipy.stats.alpha.logpdf(values.astype(np.float64) / 255.0, *params)))
+
+  rng = np.random.default_rng(seed)
+  pooled = subsample(np.concatenate(train_rois), max_pixels, rng)  # = study's pixels.
+  theirs_p, _ = fit("alpha", pooled.astype(np.float64) / 255.0)
+  ours_p = ours(pooled)
+  out = dict(pooled=dict(n=pooled.size, ours=ours_p, theirs=theirs_p,
+                         ll_ours=loglik(pooled, ours_p), ll_theirs=loglik(pooled, theirs_p)))
+  if val_rois:
+    val = np.concatenate(val_rois)
+    out["held_back"] = dict(n=val.size, ll_ours=loglik(val, ours_p),
+                            ll_theirs=loglik(val, theirs_p))
+  rng = np.random.default_rng(seed + 3)
+  order = rng.permutation(len(train_rois))
+  for key, size in (("frames", 1), ("batches", batch)):
+    rel = []
+    for k in range(num_frames):
+      values = np.concatenate([train_rois[i] for i in order[k * size:(k + 1) * size]])
+      theirs, _ = fit("alpha", values.astype(np.float64) / 255.0)
+      a, b = loglik(values, ours(values)), loglik(values, theirs)
+      rel.append((a - b) / abs(b))
+    rel = np.asarray(rel)
+    out[key] = dict(count=len(rel), worst=float(rel.min()), median=float(np.median(rel)),
+                    at_least=int(np.sum(rel >= -1e-3)), better=int(np.sum(rel > 0)))
+  return out
+
+
+def alpha_check_lines(check: dict) -> list[str]:
+  """The markdown section on the jnp alpha fit (docs/FIT_FAMILIES.md)."""
+  p = check["pooled"]
+  fmt = lambda params: ", ".join(f"{v:.4f}" for v in params)
+  lines = ["## echokld's jnp alpha fit against scipy (`fit_alpha`, histogram route)", "",
+           "The loss fits scipy's alpha in float32 on a 256-bin histogram "
+           "(echokld.objectives.families.alpha); log-likelihoods below are float64 by "
+           "scipy.stats.alpha.logpdf on the pixels, scipy's fit restarted once.", "",
+           f"- Pooled training subsample ({p['n']} pixels, the ranking's): echokld "
+           f"(a, loc, scale) = ({fmt(p['ours'])}), log-lik {p['ll_ours']:.2f}; scipy "
+           f"({fmt(p['theirs'])}), log-lik {p['ll_theirs']:.2f}; difference "
+           f"{p['ll_ours'] - p['ll_theirs']:+.2f} (relative "
+           f"{(p['ll_ours'] - p['ll_theirs']) / abs(p['ll_theirs']):+.1e})."]
+  if "held_back" in check:
+    h = check["held_back"]
+    lines.append(f"- Held back (the {h['n']} val-frame LV pixels, under the pooled fits): "
+                 f"echokld {h['ll_ours']:.2f}, scipy {h['ll_theirs']:.2f} "
+                 f"({(h['ll_ours'] - h['ll_theirs']) / abs(h['ll_theirs']):+.1e} relative).")
+  for key, label in (("frames", "single training frames"),
+                     ("batches", "batches of 2 training frames (the paper's batch)")):
+    c = check[key]
+    lines.append(f"- {c['count']} {label}, each fitted alone: echokld's log-lik is at least "
+                 f"scipy's within 1e-3 relative on {c['at_least']} / {c['count']}, higher on "
+                 f"{c['better']}; relative difference median {c['median']:+.1e}, worst "
+                 f"{c['worst']:+.1e}.")
+  return lines + [""]
+
+
 def plot_histograms(whole: np.ndarray, roi_counts: np.ndarray, path: pathlib.Path) -> None:
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
   for ax, counts, title in ((axes[0], whole, "whole image (all pixels)"),
@@ -237,7 +309,8 @@ def plot_subsets(train_rois, sizes, max_pixels: int, seed: int, path: pathlib.Pa
   return out
 
 
-def report(rows, subsets, frames, check, settings: dict, path: pathlib.Path) -> None:
+def report(rows, subsets, frames, check, alpha_check, settings: dict,
+           path: pathlib.Path) -> None:
   has_val = "val_ll" in rows[0]
   lines = ["# Which distribution fits the LV-cavity intensities? (paper §3.1, Figs. 1-3)", "",
            "Written by `experiments/fit_families.py`; rerun it to refresh. Settings:", ""]
@@ -266,7 +339,7 @@ def report(rows, subsets, frames, check, settings: dict, path: pathlib.Path) -> 
             f"- The paper's ranking (alpha, then inverse-gamma, log-normal, inverse-Gaussian; "
             f"normal and Rayleigh poor) is **{'reproduced' if reproduced else 'not reproduced'}"
             f"** on the pooled training ROI: by AIC the order is {', '.join(ours)}.",
-            f"- Pearson III (= gamma; the paper's eqs. (1)-(2), fitted by echokld) ranks "
+            f"- Pearson III (= gamma; the paper's eqs. (1)-(2), echokld's `kld_pearson3`) ranks "
             f"{min(by['pearson3']['rank_aic'], by['gamma']['rank_aic'])} (tied with gamma): "
             f"{per_px('pearson3'):.4f} log-lik per pixel below alpha (inverse-gamma: "
             f"{per_px('invgamma'):.4f}).",
@@ -290,7 +363,21 @@ def report(rows, subsets, frames, check, settings: dict, path: pathlib.Path) -> 
             f"({', '.join(f'{p:.4f}' for p in check['params'])}); on all pixels its "
             f"log-likelihood exceeds that of scipy's pearson3 fit (on the subsample) by "
             f"{check['gain']:.2f}.", ""]
+  lines += alpha_check_lines(alpha_check)
   path.write_text("\n".join(lines) + "\n" + CAVEATS)
+
+
+def replace_alpha_section(path: pathlib.Path, alpha_check: dict) -> None:
+  """--only_alpha_check: rewrite just the jnp-alpha section of an existing report."""
+  text = path.read_text()
+  head = "## echokld's jnp alpha fit"
+  start = text.find(head)
+  end = text.find("## Caveats")
+  if end < 0:
+    raise InputError(path, "no '## Caveats' section: run the full study first")
+  start = end if start < 0 else start
+  path.write_text(text[:start] + "\n".join(alpha_check_lines(alpha_check)) + "\n"
+                  + text[end:])
 
 
 CAVEATS = """## Caveats
@@ -299,8 +386,9 @@ CAVEATS = """## Caveats
   density, but scipy.stats.alpha is f(x; a) = phi(a - 1/x) / (x^2 Phi(a)), the law of 1/X for
   a truncated normal X: a heavy right tail. `gamma` and `pearson3` are the same family
   (shifted gamma): any difference between them (pooled ranks, single-frame wins) is scipy's
-  optimizer stopping at different points. echokld.distributions fits Pearson III, as the
-  paper's equations say, not scipy's alpha.
+  optimizer stopping at different points. echokld fits scipy's alpha for Model 4
+  (`kld_alpha`, `loss.family = "alpha"`) and keeps Pearson III, the paper's equations, as the
+  variant `kld_pearson3`.
 - The ranking is a property of the data as stored: intensity processing such as per-frame
   min-max scaling (camus224 was exported that way) or log compression moves it.
 - The data are 8-bit: densities are evaluated at the levels k/255 and the KS distance is taken
@@ -325,6 +413,11 @@ def main(argv=None) -> int:
   parser.add_argument("--subset_sizes", default="2,4,8,16,32,64,128")
   parser.add_argument("--single_frames", type=int, default=100,
                       help="random frames fitted one at a time")
+  parser.add_argument("--alpha_frames", type=int, default=50,
+                      help="frames (and batches of 2) for the jnp alpha fit check")
+  parser.add_argument("--only_alpha_check", action="store_true",
+                      help="rerun only the jnp alpha check and rewrite its section of "
+                           "OUT/FIT_FAMILIES.md")
   args = parser.parse_args(argv)
   try:
     splits = read_frames(args.data_root)
@@ -333,6 +426,16 @@ def main(argv=None) -> int:
   except InputError as err:
     print(f"error: {err}", file=sys.stderr)
     return err.exit_code
+  alpha_check = jnp_alpha_check(train_rois, val_rois, args.max_pixels, args.seed,
+                                args.alpha_frames)
+  if args.only_alpha_check:
+    try:
+      replace_alpha_section(args.out / "FIT_FAMILIES.md", alpha_check)
+    except (InputError, OSError) as err:
+      print(f"error: {err}", file=sys.stderr)
+      return 2
+    print("\n".join(alpha_check_lines(alpha_check)))
+    return 0
   figures = args.out / "figures"
   figures.mkdir(parents=True, exist_ok=True)
   pooled = np.concatenate(train_rois)
@@ -355,7 +458,7 @@ def main(argv=None) -> int:
       "AIC": "2 k - 2 log-lik on the fitted pixels (k = number of parameters)",
   }
   frames = per_frame(train_rois, args.single_frames, args.seed)
-  report(rows, subsets, frames, check, settings, args.out / "FIT_FAMILIES.md")
+  report(rows, subsets, frames, check, alpha_check, settings, args.out / "FIT_FAMILIES.md")
   print(f"wrote {args.out / 'FIT_FAMILIES.md'} and {figures}/fit_*.png")
   return 0
 

@@ -31,6 +31,9 @@ def test_every_packaged_config_passes(name, arg):
     ("model.batch_source", "labels", "is not one of 'ground_truth', 'prediction'"),
     ("model.inject_via", "film", "is not one of 'broadcast', 'flat_latent'"),
     ("model.flat_latent", 0, "0 is not an integer >= 1"),
+    ("loss.family", "gamma", "'gamma' is not one of 'alpha', 'pearson3'"),
+    ("loss.kld_estimator", "alpha", "'alpha' is not one of 'fit', 'kde'"),
+    ("loss.soft_threshold_cut", 1.0, "1.0 is not a number in [0, 1)"),
     ("augment.speckle", 0.5, "0 (off) or a gamma shape >= 1"),
     ("augment.flip", 1.5, "1.5 is not a number in [0, 1]"),
 ])
@@ -61,6 +64,23 @@ def test_a_model_name_with_another_models_switches_is_refused():
   with pytest.raises(InputError, match=r"config.loss.terms: \('dice',\) does not match model "
                                        r"'kld_alpha' \(KLD-alpha\)"):
     config_check.check(config)
+
+
+def test_kld_alpha_with_pearson3_is_refused_and_old_runs_upgrade_to_pearson3():
+  config = tiny_config("kld_alpha", **{"loss.family": "pearson3"})
+  with pytest.raises(InputError, match=r"config.loss.family: 'pearson3' does not match model "
+                                       r"'kld_alpha'"):
+    config_check.check(config)
+  # A config.json written before loss.family: kld_estimator 'alpha' meant Pearson III.
+  old = {"model": {"name": "kld_alpha", "heads": []},
+         "loss": {"terms": ["dice", "kld"], "kld_estimator": "alpha"}}
+  new = registry.upgrade(old)
+  assert new["loss"]["kld_estimator"] == "fit" and new["loss"]["family"] == "pearson3"
+  assert new["loss"]["soft_threshold_cut"] == 0.0  # No cut then.
+  # A dice run does not read them: the defaults, so it stays resumable.
+  dice = registry.upgrade({"model": {"name": "dice", "heads": []},
+                           "loss": {"terms": ["dice"], "kld_estimator": "alpha"}})
+  assert dice["loss"]["family"] == "alpha" and dice["loss"]["soft_threshold_cut"] == 0.01
 
 
 def run_main(*args):

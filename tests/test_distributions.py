@@ -1,4 +1,4 @@
-"""echokld.distributions against independent references (scipy, finite differences, hand sums).
+"""echokld.objectives.distributions (Pearson III, KDE, KL) against independent references (scipy, finite differences, hand sums).
 
 Sizes are chosen so that the whole file runs in well under a minute on 2 cores: the raw-sample
 fits share one padded shape (zero weights), so they compile once.
@@ -13,6 +13,7 @@ import pytest
 import scipy.stats
 
 from echokld.objectives import distributions as dist
+from echokld.objectives.families import pearson3 as p3
 
 GRID = dist.histogram_grid()
 PAD = 50_000  # Every raw-sample fit below is padded to this length with zero weights.
@@ -114,11 +115,11 @@ def test_newton_system_matches_autodiff():
   with jax.enable_x64(True):
     x = jnp.asarray(scipy.stats.pearson3.rvs(1.0, 0.3, 0.1, size=300, random_state=rng))
     w = jnp.asarray(rng.random(300))
-    cfg = dist._Config(2.0, 1e-4, 0)
+    cfg = p3._Config(2.0, 1e-4, 0)
     consts = (jnp.mean(x), jnp.std(x))
-    nll = lambda t: -jnp.sum(dist._weighted_logliks(t, consts, x, w, cfg)) / jnp.sum(w)
+    nll = lambda t: -jnp.sum(p3._weighted_logliks(t, consts, x, w, cfg)) / jnp.sum(w)
     autodiff = jax.jit(lambda t: (nll(t), jax.grad(nll)(t), jax.hessian(nll)(t)))
-    closed_form = jax.jit(lambda t: dist._newton_system(t, consts, x, w, cfg))
+    closed_form = jax.jit(lambda t: p3._newton_system(t, consts, x, w, cfg))
     for sigma in (-0.3, 0.0, 1e-6, 0.8, 1.5):
       theta = jnp.asarray([sigma, 0.05, 0.3])
       value, grad, hess = autodiff(theta)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from PIL import Image
 
 import camus_fixtures
 from conftest import ROOT, tiny_config
+from echokld.clinical import volumes
 from echokld.infer import io as predict_io
 from echokld.infer import segment
 from echokld.infer import runs as predict
@@ -181,6 +183,24 @@ def test_camus_patient_folder_with_quality_gating(workdirs, runs, tmp_path):
   expected = predict.predict_masks(runs, [image], ["Good"], gating="quality")[0]
   written = np.asanyarray(nib.load(out / f"{frames[0]}_mask.nii.gz").dataobj)
   np.testing.assert_array_equal(written, expected.T)
+  # volumes.csv: per view, EDV, ESV and EF of the written ED and ES masks (clinical.volumes).
+  with open(out / "volumes.csv") as f:
+    table = {(r["patient"], r["method"]): r for r in csv.DictReader(f)}
+  assert sorted(table) == [(f"patient0001_{v}", m) for v in ("2CH", "4CH")
+                           for m in ("area_length", "disks")]
+  masks = [volumes.FrameMask("patient0001_2CH", p, f"{p}.nii.gz",
+                             np.asanyarray(nib.load(out / f"patient0001_2CH_{p}_mask.nii.gz")
+                                           .dataobj).T > 0,
+                             (camus_fixtures.ROW_MM, camus_fixtures.COL_MM)) for p in ("ED", "ES")]
+  assert masks[0].mask.any() and masks[1].mask.any()  # The tiny model found an LV in both.
+  for want in volumes.patient_volumes(masks):
+    got = table[("patient0001_2CH", want["method"])]
+    assert got["ed_frame"] == "patient0001_2CH_ED.nii.gz"
+    for key in ("edv_ml", "esv_ml", "ef_percent"):
+      if math.isnan(want[key]):
+        assert got[key] == "", key
+      else:
+        assert float(got[key]) == pytest.approx(want[key], rel=1e-5), key
 
 
 def test_ensemble_is_mean_and_gating_weights(runs):
@@ -334,3 +354,48 @@ def test_never_writes_outside_output_nor_overwrites(workdirs, runs, tmp_path, ca
   (src / "areas.csv").unlink()
   assert segment_in_process(src, True)[:2] == (4, 0)
   assert np.asarray(Image.open(src / "c_mask.png")).shape == (40, 40)
+
+
+def test_a_cine_loop_gives_masks_area_curve_and_volumes(workdirs, runs, tmp_path):
+  """A CAMUS-style half-sequence NIfTI (width, depth, frames) of the synthetic beating LV."""
+  from echokld.clinical import cine
+  from echokld.data import synthetic
+  from echokld.infer import loops
+  beat = synthetic.make_beating_sequence(num_frames=12, seed=1, image_shape=(48, 40))
+  data = np.transpose(beat["images"], (2, 1, 0))  # (width, depth, frames), as CAMUS stores.
+  affine = np.diag([beat["spacing_mm"][1], beat["spacing_mm"][0], 1.0, 1.0])
+  path = tmp_path / "patient0001_2CH_half_sequence.nii.gz"
+  nib.save(nib.Nifti1Image(data, affine), path)
+  assert loops.is_loop(str(path)) and not loops.is_loop(str(tmp_path / "none.nii.gz"))
+  out = tmp_path / "out"
+  result = run_cli(f"--workdir={workdirs[0]}", f"--input={path}", f"--output={out}")
+  assert result.returncode == 0, result.stderr
+  stem = "patient0001_2CH_half_sequence"
+  back = nib.load(out / f"{stem}_mask.nii.gz")
+  assert back.shape == data.shape and np.allclose(back.affine, affine)
+  masks = np.transpose(np.asanyarray(back.dataobj), (2, 1, 0)) > 0
+  # The written masks are the API's, frame by frame.
+  expected = predict.predict_masks(runs[:1], list(beat["images"]))
+  np.testing.assert_array_equal(masks, np.stack(expected))
+  with open(out / f"{stem}_area_curve.csv") as f:
+    curve = list(csv.DictReader(f))
+  assert [int(r["area_px"]) for r in curve] == masks.reshape(12, -1).sum(1).tolist()
+  ed, es, _ = cine.find_ed_es(masks.reshape(12, -1).sum(1))
+  assert [r["phase"] for r in curve if r["phase"]] == (["ED", "ES"] if ed < es else ["ES", "ED"])
+  with open(out / "volumes.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert rows[0]["ed_frame"] == f"{stem}[{ed}]" and rows[0]["es_frame"] == f"{stem}[{es}]"
+  assert f"ED frame {ed}, ES frame {es}" in result.stdout
+  assert (out / f"{stem}_area_curve.png").read_bytes()[:4] == b"\x89PNG"
+  # Again without --overwrite: refused, nothing replaced.
+  again = run_cli(f"--workdir={workdirs[0]}", f"--input={path}", f"--output={out}")
+  assert again.returncode == 2 and len(error_lines(again)) == 1
+
+
+def test_a_multipage_tiff_is_a_loop(tmp_path):
+  from echokld.infer import loops
+  pages = [Image.fromarray(np.full((20, 24), 10 * k, np.uint8)) for k in range(5)]
+  pages[0].save(tmp_path / "loop.tif", save_all=True, append_images=pages[1:])
+  assert loops.is_loop(str(tmp_path / "loop.tif"))
+  frames, spacing = loops.read_loop(str(tmp_path / "loop.tif"))
+  assert frames.shape == (5, 20, 24) and frames[3, 0, 0] == 30 and spacing is None

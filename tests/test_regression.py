@@ -41,8 +41,8 @@ def assert_recorded(name, workdir, summary):
   assert summary["test"]["dice"] == pytest.approx(want["test_dice"], abs=DICE_ATOL)
 
 
-@pytest.mark.parametrize("model", ["dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae",
-                                   "bd_vae"])
+@pytest.mark.parametrize("model", ["dice", "wdecay", "vae", "kld_alpha", "kld_pearson3",
+                                   "kld_kde", "rd_vae", "bd_vae"])
 def test_each_model_gives_its_recorded_two_epoch_numbers(model, tmp_path):
   summary = loop.train_and_evaluate(tiny_config(model, **{"train.max_epochs": 2}),
                                     str(tmp_path))

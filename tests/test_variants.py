@@ -123,7 +123,8 @@ def test_kde_kld_matches_scipy_gaussian_kde():
   images, probs, masks = _tiny_case()
   ours = float(intensity.intensity_kld(images, probs, masks, cfg))
   grid = np.linspace(0, 1, 256)
-  w_pred = 1 / (1 + np.exp(-(probs.ravel() - 0.5) / cfg.soft_threshold_temperature))
+  s = 1 / (1 + np.exp(-(probs.ravel() - 0.5) / cfg.soft_threshold_temperature))
+  w_pred = np.maximum(s - cfg.soft_threshold_cut, 0) / (1 - cfg.soft_threshold_cut)
 
   def kde(weights):
     std = np.sqrt(np.cov(images.ravel(), aweights=weights))
@@ -133,11 +134,12 @@ def test_kde_kld_matches_scipy_gaussian_kde():
   assert ours == pytest.approx(_reference_kl(kde(w_pred), kde(masks.ravel())), rel=2e-3)
 
 
-def test_alpha_kld_is_kl_of_pearson3_fits():
-  cfg = tiny_config("kld_alpha").loss
+def test_pearson3_kld_is_kl_of_pearson3_fits():
+  cfg = tiny_config("kld_pearson3").loss
   images, probs, masks = _tiny_case()
   ours = float(intensity.intensity_kld(images, probs, masks, cfg))
-  w_pred = jax.nn.sigmoid((probs.ravel() - 0.5) / cfg.soft_threshold_temperature)
+  s = jax.nn.sigmoid((probs.ravel() - 0.5) / cfg.soft_threshold_temperature)
+  w_pred = jnp.maximum(s - cfg.soft_threshold_cut, 0) / (1 - cfg.soft_threshold_cut)
   grid = np.linspace(0, 1, 256)
 
   def density(weights):
@@ -154,7 +156,7 @@ def test_alpha_kld_is_kl_of_pearson3_fits():
 
 
 def test_dist_alignment_matches_scipy_and_keeps_a_gradient_when_disjoint():
-  cfg = tiny_config("rd_vae").loss
+  cfg = tiny_config("rd_vae", **{"loss.family": "pearson3"}).loss
   target = jnp.array([0.8, 0.2, 0.08])
   pred = jnp.array([[0.3, 0.25, 0.1], [0.8, 0.2, 0.08]])
   grid = np.linspace(0, 1, 256)

@@ -18,11 +18,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.name = "dice"  # Label of the run (its folder and report rows); no behaviour.
   config.model.display_name = "Dice"  # The name the paper's tables use.
   config.model.paper_number = 1  # Model number in the paper (0: not one of the paper's).
+  # Non-empty: another reading of model `paper_number` (not in the paper's seven); says which.
+  config.model.variant = ""
   config.model.init_features = 16  # Filters at the first level; doubled at each level (§3.2).
   config.model.blocks_down = (1, 2, 2, 4)  # ResNet blocks per encoder level.
   config.model.num_groups = 8  # GroupNorm groups.
   config.model.heads = ()  # Registered heads (echokld.nn.heads): vae (Model 3), dist (6-7).
-  # Pearson III parameters entering the bottleneck (echokld.objectives.conditioning): none,
+  # Distribution parameters (loss.family) entering the bottleneck (objectives.conditioning): none,
   # reference (the training set's fit, Model 6) or batch (each mini-batch's fit, Model 7).
   config.model.dist_injection = "none"
   # How the parameters enter (echokld.nn.heads): broadcast (an embedding added at every
@@ -79,10 +81,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.loss.dice_eps = 1e-5  # Smoothing of eq. (7).
   config.loss.dice_reduction = "batch"  # batch: eq. (7) over the mini-batch; image: per image.
   config.loss.kld_weight = 0.1  # Models 4-7: weight of the distribution term (§3.3).
-  config.loss.kld_estimator = "alpha"  # kld term: alpha (Pearson III, Model 4) or kde (Model 5).
+  config.loss.kld_estimator = "fit"  # kld term: fit (ML fit of loss.family, Model 4) or kde (5).
+  # Parametric family of the kld fit (Model 4) and of Models 6-7's parameters: alpha
+  # (scipy.stats.alpha, what the paper most likely fitted; docs/FIT_FAMILIES.md) or pearson3
+  # (scipy.stats.pearson3, the paper's eq. 1-2).
+  config.loss.family = "alpha"
   config.loss.kld_direction = "pred_gt"  # pred_gt: KL(P_pred || P_gt), eq. (3); or gt_pred.
   config.loss.kld_pooling = "batch"  # batch: one distribution per mini-batch; image: per image.
-  config.loss.soft_threshold_temperature = 0.05  # Steepness of the sigmoid around 0.5.
+  # Pseudo output of Models 4-5 (objectives.intensity.soft_threshold, docs/MODELS.md): pixel
+  # weights max(0, s - cut) / (1 - cut), s = sigmoid((p - 0.5) / T). T = 0.05: s goes from
+  # 0.12 to 0.88 as p goes from 0.4 to 0.6. cut = 0.01: pixels the network calls background
+  # (p < 0.27) weigh exactly 0, so the predicted region's support is not the whole image.
+  config.loss.soft_threshold_temperature = 0.05
+  config.loss.soft_threshold_cut = 0.01
   config.loss.kde_bandwidth = 0.0  # 0 = Scott's rule on the effective sample size.
   config.loss.num_bins = 256  # Intensity grid of the histograms (8-bit data).
   config.loss.vae_recon_weight = 0.1  # Model 3: L2 reconstruction weight.

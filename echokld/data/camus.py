@@ -265,6 +265,15 @@ def _patient_frames(patient_dir: pathlib.Path, view: str, release: str, has_gt: 
 
 def read_nifti(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
   """Reads a CAMUS NIfTI frame; the release stores it (width, depth), so it is transposed."""
+  data, spacing = read_nifti_stored(path)
+  if data.ndim != 2:
+    raise InputError(path, f"expected a single 2-D frame, got array shape {data.shape}")
+  return files.check_finite(np.ascontiguousarray(data.T), path), spacing
+
+
+def read_nifti_stored(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
+  """A NIfTI image as stored ((width, depth[, frames]), trailing 1s dropped) and its
+  (row, col) = (depth, width) spacing in mm. A CAMUS half-sequence has the frames last."""
   files.check_regular(path)
   try:
     raw = path.read_bytes()
@@ -278,13 +287,10 @@ def read_nifti(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
     raise InputError(path, f"cannot read NIfTI image: {_one_line(e)}") from e
   while data.ndim > 2 and data.shape[-1] == 1:
     data = data[..., 0]
-  if data.ndim != 2:
-    raise InputError(path, f"expected a single 2-D frame, got array shape {data.shape}")
   # pixdim is float32: keep its shortest decimal (0.31, not 0.3100000023841858).
   row, col = (float(str(np.float32(z))) * _NIFTI_UNITS_TO_MM.get(unit, 1.0)
               for z in (zooms[1], zooms[0]))
-  return (files.check_finite(np.ascontiguousarray(data.T), path),
-          files.check_spacing((row, col), path))
+  return data, files.check_spacing((row, col), path)
 
 
 def read_mhd(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:

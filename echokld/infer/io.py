@@ -223,6 +223,20 @@ def write_overlay(frame: Frame, mask: np.ndarray, path: str) -> None:
   Image.fromarray(rgb, mode="RGB").save(path)
 
 
+def patient_phase(frame: Frame, metadata: Metadata | None) -> tuple[str, str] | None:
+  """(patient and view, ED|ES) of a frame, from a CAMUS name (patientXXXX_2CH_ED ->
+  patientXXXX_2CH) or from the `patient`, `view` and `phase` columns of a metadata.csv
+  beside it; None when unknown. Volumes are single-plane, so each view is measured apart."""
+  match = CAMUS_FRAME.fullmatch(frame.stem)
+  if match:
+    return f"{match.group(1)}_{match.group(2).upper()}", match.group(3).upper()
+  row = metadata.table_row(frame.path) if metadata is not None else {}
+  patient, phase = row.get("patient"), str(row.get("phase") or "").upper()
+  if not patient or phase not in ("ED", "ES"):
+    return None
+  return (f"{patient}_{row['view']}" if row.get("view") else str(patient)), phase
+
+
 def area_row(frame: Frame, mask: np.ndarray) -> dict[str, Any]:
   """One areas.csv row: LV pixels, and mm^2 when the frame's spacing is known."""
   pixels = int(np.count_nonzero(mask))

@@ -14,6 +14,7 @@ import numpy as np
 import tqdm
 
 from echokld.cli import one_line
+from echokld.clinical import volumes
 from echokld.data import pipeline
 from echokld.errors import InputError
 from echokld.infer import io, outputs
@@ -23,6 +24,7 @@ from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, WARN_SCALE, Run,
 
 
 AREAS = "areas.csv"
+VOLUMES = "volumes.csv"
 
 
 def _report(exc: Exception, path: str) -> None:
@@ -45,10 +47,11 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
   """
   shape, resize = check_compatible(runs)
   output = outputs.OutputFolder(out_dir, overwrite)
-  output.check_free("", [AREAS])
+  output.check_free("", [AREAS, VOLUMES])
   stems = io.output_stems(inputs)
   metadata = io.Metadata(quality=gating == "quality")
   rows, failures, outliers = [], 0, []
+  cardiac: list[volumes.FrameMask] = []  # ED/ES masks of known patients, for volumes.csv.
   bar = tqdm.tqdm(total=len(inputs), unit="frame", disable=None, dynamic_ncols=True)
   for start in range(0, len(inputs), batch_size):
     ready = []
@@ -87,6 +90,10 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
                              f"cannot write ({one_line(exc)})"), frame.path)
           continue
         rows.append(io.area_row(frame, mask))
+        phase = io.patient_phase(frame, metadata)
+        if phase is not None:
+          cardiac.append(volumes.FrameMask(phase[0], phase[1], frame.name, mask,
+                                           frame.spacing_mm))
     bar.update(len(inputs[start:start + batch_size]))
   bar.close()
   if outliers:  # One line for the command, not one per frame of a large folder.
@@ -96,4 +103,23 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
             "masks")
     tqdm.tqdm.write(f"warning: {one_line(text, 600)}", file=sys.stderr)
   output.write("", lambda staging: io.write_areas(rows, os.path.join(staging, AREAS)))
+  if cardiac:
+    write_volumes(output, cardiac)
   return rows, failures
+
+
+def write_volumes(output: outputs.OutputFolder, frames: Sequence[volumes.FrameMask]) -> None:
+  """volumes.csv: EDV, ESV and EF per patient with an ED and an ES frame (clinical.volumes);
+  a patient with two frames of one phase is reported and left out, the others are kept."""
+  kept, seen = [], set()
+  for frame in frames:
+    key = (frame.patient, frame.phase)
+    if key in seen:
+      tqdm.tqdm.write(f"error: {frame.frame}: patient {frame.patient} has two {frame.phase} "
+                      "frames; left out of volumes.csv", file=sys.stderr)
+      continue
+    seen.add(key)
+    kept.append(frame)
+  rows = volumes.patient_volumes(kept)
+  output.write("", lambda staging: volumes.write_volumes_csv(os.path.join(staging, VOLUMES),
+                                                             rows))

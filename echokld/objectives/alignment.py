@@ -32,13 +32,9 @@ Array = jax.Array
 
 
 def fit_weighted(values: Array, weights: Array, cfg: Any) -> Array:
-  """(3,) parameters of the loss config's family fitted to weighted values in [0, 1].
-
-  The one place Models 6-7's alignment fits (with conditioning's fits and
-  intensity.dist_alignment's densities, what a change of family touches).
-  """
+  """(3,) parameters of `cfg.family` fitted to weighted values in [0, 1]."""
   counts = dist.weighted_histogram(values.ravel(), weights.ravel(), cfg.num_bins)
-  return jnp.stack(dist.fit_pearson3_hist(dist.histogram_grid(cfg.num_bins), counts))
+  return dist.fit_hist(cfg.family, dist.histogram_grid(cfg.num_bins), counts)
 
 
 def aligned_params(outputs: dict[str, Array], batch: dict[str, Array], cfg: Any) -> Array:
@@ -50,7 +46,8 @@ def aligned_params(outputs: dict[str, Array], batch: dict[str, Array], cfg: Any)
     weights = jnp.ones_like(values)
   else:
     values = batch["images"]
-    weights = intensity.soft_threshold(outputs["probs"], cfg.soft_threshold_temperature)
+    weights = intensity.soft_threshold(outputs["probs"], cfg.soft_threshold_temperature,
+                                       cfg.soft_threshold_cut)
   b = values.shape[0]
   return jax.vmap(lambda v, w: fit_weighted(v, w, cfg))(
       values.reshape(b, -1), weights.reshape(b, -1))

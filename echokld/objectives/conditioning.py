@@ -1,11 +1,11 @@
 """Per-model inputs beyond the image: the distribution parameters of Models 6 and 7.
 
-`config.model.dist_injection` says where the (skew, loc, scale) that enter the bottleneck
-come from: `none`, `reference` (Model 6: the Pearson III fit of all training LV pixels,
-fitted once) or `batch` (Model 7: a fit per mini-batch). The same parameters are the target
-of the `dist_align` loss term. For `batch`, `config.model.batch_source` says which LV region
-is fitted while training: the mini-batch's `ground_truth` or the model's own `prediction`
-(a first pass with the reference injected, soft-thresholded as the pseudo output). At
+`config.model.dist_injection` says where the (shape, loc, scale) of `config.loss.family` that
+enter the bottleneck come from: `none`, `reference` (Model 6: the fit of all training LV
+pixels, fitted once) or `batch` (Model 7: a fit per mini-batch). The same parameters are the
+target of the `dist_align` loss term. For `batch`, `config.model.batch_source` says which LV
+region is fitted while training: the mini-batch's `ground_truth` or the model's own
+`prediction` (a first pass with the reference injected, weighted as the pseudo output). At
 inference no ground truth is ever read: each image's own predicted LV is fitted the same
 way, per image, so a prediction never depends on the other frames of its batch.
 """
@@ -42,29 +42,34 @@ class Conditioning:
   infer: Callable[..., jax.Array] | None = None
 
 
-def reference_params(images: np.ndarray, masks: np.ndarray, num_bins: int = 256) -> jax.Array:
-  """(skew, loc, scale) of the LV intensities of uint8 frames under masks (8-bit grid)."""
+def reference_params(images: np.ndarray, masks: np.ndarray, num_bins: int = 256,
+                     family: str = "pearson3") -> jax.Array:
+  """ML parameters of `family` (config.loss.family) for the LV intensities of uint8 frames
+  under masks (8-bit grid)."""
   values = np.asarray(images)[np.asarray(masks) > 0].astype(np.int64)
   counts = np.bincount(values, minlength=256).astype(np.float32)
   if num_bins != 256:
     counts = np.asarray(dist.weighted_histogram(jnp.arange(256) / 255.0, counts, num_bins))
   grid = dist.histogram_grid(num_bins)
-  return jnp.stack(dist.fit_pearson3_hist(grid, jnp.asarray(counts)))
+  return dist.fit_hist(family, grid, jnp.asarray(counts))
 
 
-def batch_params(images: jax.Array, weights: jax.Array, num_bins: int = 256) -> jax.Array:
-  """Fit of the intensities of `images` (in [0, 1]) weighted by an LV mask, all pooled."""
+def batch_params(images: jax.Array, weights: jax.Array, num_bins: int = 256,
+                 family: str = "pearson3") -> jax.Array:
+  """Fit of `family` to the intensities of `images` (in [0, 1]) weighted by an LV mask, all
+  pooled."""
   counts = dist.weighted_histogram(images.ravel(), weights.ravel(), num_bins)
-  return jnp.stack(dist.fit_pearson3_hist(dist.histogram_grid(num_bins), counts))
+  return dist.fit_hist(family, dist.histogram_grid(num_bins), counts)
 
 
 def predicted_region(images: jax.Array, inject: jax.Array, first_pass: FirstPass,
-                     temperature: float) -> jax.Array:
+                     loss_config: Any) -> jax.Array:
   """Weights of the model's own predicted LV (its pseudo output's), without gradient."""
   if first_pass is None:
     raise ValueError("fitting the predicted LV needs the model's first pass")
   probs = jax.lax.stop_gradient(first_pass(images, inject))
-  return intensity.soft_threshold(probs, temperature)
+  return intensity.soft_threshold(probs, loss_config.soft_threshold_temperature,
+                                  loss_config.soft_threshold_cut)
 
 
 def needs_reference(config: Any) -> bool:
@@ -84,21 +89,21 @@ def make_conditioning(config: Any, reference: Any = None) -> Conditioning:
   def broadcast(params, images):
     return jnp.broadcast_to(params, (images.shape[0], 3))
 
-  temperature = config.loss.soft_threshold_temperature
-
   def own_fit(images, first_pass):
-    return predicted_region(images, broadcast(reference, images), first_pass, temperature)
+    return predicted_region(images, broadcast(reference, images), first_pass, config.loss)
 
   if config.model.dist_injection == "batch":
+    family = config.loss.family
+
     def infer(images, first_pass=None):
       weights = own_fit(images, first_pass)
-      return jax.vmap(lambda x, w: batch_params(x, w, num_bins))(images, weights)
+      return jax.vmap(lambda x, w: batch_params(x, w, num_bins, family))(images, weights)
 
     from_truth = config.model.batch_source == "ground_truth"
 
     def train(images, masks, first_pass=None):
       weights = masks if from_truth else own_fit(images, first_pass)
-      params = jax.lax.stop_gradient(batch_params(images, weights, num_bins))
+      params = jax.lax.stop_gradient(batch_params(images, weights, num_bins, family))
       return {"dist_inject": broadcast(params, images), "dist_target": params}
   else:
     def infer(images, first_pass=None):

@@ -89,7 +89,8 @@ def add_protocol_flags(parser: argparse.ArgumentParser) -> None:
 def paper_models(group: str) -> list[str]:
   """The registered paper models the paper evaluated on `group`, in its order."""
   skip = PAPER_NOT_EVALUATED.get(group, ())
-  return [s.name for s in registry.models() if s.paper_number and s.paper_number not in skip]
+  return [s.name for s in registry.models()
+          if s.paper_number and not s.variant and s.paper_number not in skip]
 
 
 def choose_runs(models: str | None, use_paper_models: bool, seeds: Sequence[int],

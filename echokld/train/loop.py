@@ -132,7 +132,8 @@ def _build_members(config: Any, runs: Sequence[RunDir], seeds: Sequence[int]
     if len(train) < batch:
       raise InputError("config.train.batch_size", f"batch size {batch} exceeds the "
                        f"{len(train)} training frames")
-    reference = (conditioning.reference_params(train.images, train.masks, c.loss.num_bins)
+    reference = (conditioning.reference_params(train.images, train.masks, c.loss.num_bins,
+                                               c.loss.family)
                  if conditioning.needs_reference(c) else None)
     setup = build_lib.build(c, image_shape, reference, steps_per_epoch=len(train) // batch)
     run.check_or_write_config(c)

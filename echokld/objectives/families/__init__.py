@@ -1,0 +1,1 @@
+"""Parametric intensity families fitted by weighted maximum likelihood (objectives.mle)."""
