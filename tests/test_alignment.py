@@ -64,8 +64,7 @@ def test_alignment_gradient_reaches_the_encoder_and_differs_per_image(source):
 
 def test_latent_alignment_directional_derivative_matches_finite_differences():
   """Along a random direction of the encoder's stem, in float64 (binning puts kinks every
-  1/255 in the values; in float32 the implicit-function gradient of the fit on 16 latent
-  values is off by up to 3x here, see docs/MODELS.md)."""
+  1/255 in the values, and float32 differences would need a large step; docs/MODELS.md)."""
   with jax.enable_x64(True):
     config, train, setup = _setup("rd_vae")
     x = step_lib.to_unit(jnp.asarray(train.images[:2]))
