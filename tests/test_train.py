@@ -156,3 +156,44 @@ def test_missing_tensorboardx_is_said_once(tmp_path, capsys, monkeypatch):
     writer.write({"epoch": 2, "val_dice": 0.5})
     err += capsys.readouterr().err
   assert err.count("tensorboardX is not installed") == 1, err
+
+
+def test_tensorboard_gets_the_config_and_validation_overlays(tmp_path, monkeypatch):
+  """With tensorboardX present (a recording stand-in here): scalars, the config, overlays."""
+  import types
+  calls = []
+
+  class SummaryWriter:
+    def __init__(self, logdir):
+      calls.append(("open", logdir))
+
+    def add_scalar(self, tag, value, step):
+      calls.append(("scalar", tag, step))
+
+    def add_text(self, tag, text, step):
+      calls.append(("text", tag, text))
+
+    def add_image(self, tag, image, step, dataformats):
+      calls.append(("image", tag, image, step, dataformats))
+
+    def flush(self):
+      pass
+
+    def close(self):
+      pass
+
+  monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(
+      SummaryWriter=SummaryWriter))
+  loop.train_and_evaluate(tiny_config(**{"train.max_epochs": 2, "log.tensorboard": True}),
+                          str(tmp_path))
+  assert calls[0] == ("open", str(tmp_path / "tensorboard"))
+  texts = [c for c in calls if c[0] == "text"]
+  assert len(texts) == 1 and "train.batch_size = 4" in texts[0][2]
+  images = [c for c in calls if c[0] == "image"]
+  assert sorted((c[1], c[3]) for c in images) == sorted(
+      (f"val_overlay/{i}", epoch) for i in range(4) for epoch in (1, 2))
+  image = images[0][2]
+  assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and images[0][4] == "HWC"
+  green = (image == np.array([40, 220, 40], np.uint8)).all(-1)
+  assert green.any()  # The true LV's contour is drawn.
+  assert ("scalar", "val_dice", 2) in calls

@@ -20,10 +20,10 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from PIL import Image
-from scipy import ndimage
 
 from echokld.data import camus, files, folder, pipeline
 from echokld.errors import InputError
+from echokld.evaluation import overlays
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 MHD_EXTENSIONS = (".mhd",)
@@ -35,7 +35,7 @@ SKIPPED_STEM = re.compile(r"(_gt|sequence|_mask|_overlay)$", re.IGNORECASE)
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 CAMUS_FRAME = re.compile(r"(patient\d+)_(2CH|4CH)_(ED|ES)", re.IGNORECASE)
 AREA_COLUMNS = ("file", "frame", "lv_area_px", "lv_area_mm2")
-CONTOUR_RGB = (255, 40, 40)
+CONTOUR_RGB = overlays.PREDICTION_RGB
 
 
 @dataclasses.dataclass
@@ -208,17 +208,9 @@ def write_mask(frame: Frame, mask: np.ndarray, path: str) -> None:
     Image.fromarray(mask, mode="L").save(path)
 
 
-def contour(mask: np.ndarray) -> np.ndarray:
-  """The mask's boundary pixels (inside the mask, next to the outside or the image edge)."""
-  mask = np.asarray(mask, bool)
-  return mask & ~ndimage.binary_erosion(mask, border_value=0)
-
-
 def write_overlay(frame: Frame, mask: np.ndarray, path: str) -> None:
   """The 8-bit frame in grey with the predicted LV contour in red (training orientation)."""
-  grey = pipeline.to_uint8(np.asarray(frame.image))
-  rgb = np.repeat(grey[..., None], 3, axis=-1)
-  rgb[contour(mask)] = CONTOUR_RGB
+  rgb = overlays.overlay(pipeline.to_uint8(np.asarray(frame.image)), [mask], [CONTOUR_RGB])
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   Image.fromarray(rgb, mode="RGB").save(path)
 

@@ -10,12 +10,15 @@ hooks of that epoch do not run, so nothing non-finite is written or saved).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from echokld import registry
 from echokld.errors import InputError
+from echokld.evaluation import overlays
 from echokld.train import progress
 
 
@@ -110,3 +113,35 @@ class Profile(Hook):
     if self.active:
       jax.profiler.stop_trace()
       self.active = False
+
+
+class TensorBoardExtras(Hook):
+  """With TensorBoard on: the run's config as text once, and each epoch a few validation
+  frames with the true (green) and predicted (red) LV contours.
+
+  Args:
+    frames_of: (run, state) -> (uint8 frames (N, H, W), masks (N, H, W), probabilities)
+      of the run's first validation frames, or None to skip; called only when events are
+      written.
+  """
+
+  def __init__(self, frames_of: Any):
+    self.frames_of, self.described = frames_of, set()
+
+  def end_epoch(self, run, state, row):
+    if not run.writer.tensorboard_on():
+      return
+    if run.path not in self.described:
+      self.described.add(run.path)
+      with open(run.file("config.json")) as f:
+        flat = registry.flatten(json.load(f))
+      run.writer.write_text("config", "\n".join(f"    {k} = {v!r}" for k, v in
+                                                 sorted(flat.items())))
+    frames = self.frames_of(run, state)
+    if frames is None:
+      return
+    images, masks, probs = frames
+    run.writer.write_images({f"val_overlay/{i}": overlays.overlay(
+        images[i], [masks[i] > 0, probs[i] > 0.5], [overlays.TRUTH_RGB,
+                                                     overlays.PREDICTION_RGB])
+                             for i in range(len(images))}, row["epoch"])

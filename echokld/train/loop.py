@@ -235,8 +235,19 @@ def _train_members(config: ml_collections.ConfigDict, members: list[Member],
   end_epoch = state_lib.make_end_epoch(first.plateau, config.train)
   predict = step_lib.make_predict(first.model, config, config.train.eval_batch_size)
   val_dice_fn = jax.jit(lambda p, r, x, y, i: hard_dice(predict(p, x[i], r), y[i]).mean())
+  by_path = {m.run.path: k for k, m in enumerate(members)}
+
+  def overlay_frames(run, state):  # A few validation frames for TensorBoard (one process).
+    if jax.process_count() > 1:
+      return None
+    k = by_path[run.path]
+    index = members[k].val_index[:4]
+    frames, truth = images[index], masks[index]
+    probs = predict(state_lib.eval_params(state), frames, refs[k])
+    return np.asarray(frames), np.asarray(truth), np.asarray(probs)
+
   hooks = [hooks_lib.NanGuard(), hooks_lib.WriteMetrics(), hooks_lib.SaveCheckpoint(),
-           hooks_lib.PrintEpoch(),
+           hooks_lib.TensorBoardExtras(overlay_frames), hooks_lib.PrintEpoch(),
            hooks_lib.Profile(config.profile_steps, members[0].run.file("profile")),
            *extra_hooks]
   group = tuple(placement.put(m.setup.state) for m in members)

@@ -69,6 +69,21 @@ class MetricWriter:
           self._tb.add_scalar(key, value, row["epoch"])
       self._tb.flush()
 
+  def tensorboard_on(self) -> bool:
+    """Whether events are written (opens the writer, or warns once that it cannot)."""
+    return self.enabled and self._tensorboard() is not None
+
+  def write_text(self, tag: str, text: str, step: int = 0) -> None:
+    if self.tensorboard_on():
+      self._tb.add_text(tag, text, step)
+
+  def write_images(self, images: dict[str, Any], step: int) -> None:
+    """{tag: (H, W, 3) uint8} images at `step` (TensorBoard only)."""
+    if self.tensorboard_on():
+      for tag, image in images.items():
+        self._tb.add_image(tag, image, step, dataformats="HWC")
+      self._tb.flush()
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
