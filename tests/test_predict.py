@@ -183,6 +183,12 @@ def test_camus_patient_folder_with_quality_gating(workdirs, runs, tmp_path):
   expected = predict.predict_masks(runs, [image], ["Good"], gating="quality")[0]
   written = np.asanyarray(nib.load(out / f"{frames[0]}_mask.nii.gz").dataobj)
   np.testing.assert_array_equal(written, expected.T)
+  # The disagreement column, by hand: mean std of the two runs over their LV union.
+  canvas, _ = predict.prepare(image, *predict.check_compatible(runs), None)
+  members = np.stack([run.predict_probs(canvas[None])[0] for run in runs])
+  union = (members > 0.5).any(axis=0)
+  want = members.std(axis=0)[union].mean() if union.any() else 0.0
+  assert float(areas[frames[0] + ".nii.gz"]["disagreement"]) == pytest.approx(want, abs=1e-4)
   # volumes.csv: per view, EDV, ESV and EF of the written ED and ES masks (clinical.volumes).
   with open(out / "volumes.csv") as f:
     table = {(r["patient"], r["method"]): r for r in csv.DictReader(f)}

@@ -34,7 +34,7 @@ SKIPPED_STEM = re.compile(r"(_gt|sequence|_mask|_overlay)$", re.IGNORECASE)
 # JPEG is lossy: 0/1 masks of JPEG inputs are written as PNG.
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 CAMUS_FRAME = re.compile(r"(patient\d+)_(2CH|4CH)_(ED|ES)", re.IGNORECASE)
-AREA_COLUMNS = ("file", "frame", "lv_area_px", "lv_area_mm2")
+AREA_COLUMNS = ("file", "frame", "lv_area_px", "lv_area_mm2", "disagreement")
 CONTOUR_RGB = overlays.PREDICTION_RGB
 
 
@@ -229,14 +229,17 @@ def patient_phase(frame: Frame, metadata: Metadata | None) -> tuple[str, str] | 
   return (f"{patient}_{row['view']}" if row.get("view") else str(patient)), phase
 
 
-def area_row(frame: Frame, mask: np.ndarray) -> dict[str, Any]:
-  """One areas.csv row: LV pixels, and mm^2 when the frame's spacing is known."""
+def area_row(frame: Frame, mask: np.ndarray, disagreement: float = float("nan")
+             ) -> dict[str, Any]:
+  """One areas.csv row: LV pixels, mm^2 when the frame's spacing is known, and the
+  ensemble's disagreement (runs.member_disagreement; empty with one run)."""
   pixels = int(np.count_nonzero(mask))
   mm2 = None
   if frame.spacing_mm is not None:
     mm2 = pixels * float(frame.spacing_mm[0]) * float(frame.spacing_mm[1])
   return {"file": frame.name, "frame": frame.stem, "lv_area_px": pixels,
-          "lv_area_mm2": "" if mm2 is None else f"{mm2:.4f}"}
+          "lv_area_mm2": "" if mm2 is None else f"{mm2:.4f}",
+          "disagreement": "" if np.isnan(disagreement) else f"{disagreement:.4f}"}
 
 
 def write_areas(rows: Sequence[dict[str, Any]], path: str) -> None:

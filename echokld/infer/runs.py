@@ -187,10 +187,36 @@ def quality_weights(runs: Sequence[Run], qualities: Sequence[str | None]) -> np.
   return weights / weights.sum(axis=1, keepdims=True)
 
 
+def member_disagreement(members: np.ndarray) -> np.ndarray:
+  """Per frame, how much an ensemble's members disagree: the mean, over the pixels any
+  member calls LV (p > THRESHOLD), of the members' standard deviation (0 to 0.5; 0 where
+  no member finds an LV; NaN with one member).
+
+  Args:
+    members: (N, M, H, W) probabilities of M members.
+  """
+  if members.shape[1] < 2:
+    return np.full(members.shape[0], np.nan)
+  region = (members > THRESHOLD).any(axis=1)
+  spread = members.std(axis=1)
+  counts = region.reshape(len(region), -1).sum(1)
+  sums = (spread * region).reshape(len(region), -1).sum(1)
+  return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+
+
 def ensemble_probs(runs: Sequence[Run], images: np.ndarray,
                    weights: np.ndarray | None = None) -> np.ndarray:
   """Mean of the members' probabilities (N, H, W), or their per-image weighted mean."""
-  probs = np.stack([run.predict_probs(images) for run in runs], axis=1)  # (N, M, H, W)
+  return combine(member_probs(runs, images), weights)
+
+
+def member_probs(runs: Sequence[Run], images: np.ndarray) -> np.ndarray:
+  """(N, M, H, W): each member's probabilities."""
+  return np.stack([run.predict_probs(images) for run in runs], axis=1)
+
+
+def combine(probs: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+  """The members' (N, M, H, W) probabilities averaged, or weighted per image (N, M)."""
   if weights is None:
     return probs.mean(axis=1)
   weights = np.asarray(weights, np.float64)

@@ -19,8 +19,8 @@ from echokld.data import pipeline
 from echokld.errors import InputError
 from echokld.infer import io, outputs
 from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, WARN_SCALE, Run,
-                                check_compatible, ensemble_probs, member_weights, prepare,
-                                size_outlier)
+                                check_compatible, combine, member_disagreement, member_probs,
+                                member_weights, prepare, size_outlier)
 
 
 AREAS = "areas.csv"
@@ -68,8 +68,9 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
         _report(exc, path)
     if ready:
       weights = member_weights(runs, [frame.quality for frame, _, _ in ready], gating)
-      probs = ensemble_probs(runs, np.stack([canvas for _, canvas, _ in ready]), weights)
-      for (frame, _, geometry), prob in zip(ready, probs):
+      members = member_probs(runs, np.stack([canvas for _, canvas, _ in ready]))
+      probs, spread = combine(members, weights), member_disagreement(members)
+      for (frame, _, geometry), prob, disagreement in zip(ready, probs, spread):
         mask = pipeline.undo_geometry(prob > THRESHOLD, geometry)
         mask_name, overlay_name = io.output_names(frame)
 
@@ -89,7 +90,7 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
           _report(InputError(os.path.join(out_dir, frame.rel_dir, mask_name),
                              f"cannot write ({one_line(exc)})"), frame.path)
           continue
-        rows.append(io.area_row(frame, mask))
+        rows.append(io.area_row(frame, mask, disagreement))
         phase = io.patient_phase(frame, metadata)
         if phase is not None:
           cardiac.append(volumes.FrameMask(phase[0], phase[1], frame.name, mask,
