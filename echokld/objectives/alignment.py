@@ -31,12 +31,6 @@ from echokld.objectives import intensity
 Array = jax.Array
 
 
-def fit_weighted(values: Array, weights: Array, cfg: Any) -> Array:
-  """(3,) parameters of `cfg.family` fitted to weighted values in [0, 1]."""
-  counts = dist.weighted_histogram(values.ravel(), weights.ravel(), cfg.num_bins)
-  return dist.fit_hist(cfg.family, dist.histogram_grid(cfg.num_bins), counts)
-
-
 def aligned_params(outputs: dict[str, Array], batch: dict[str, Array], cfg: Any) -> Array:
   """(B, 3) per-image parameters of what the model aligns (see the module docstring)."""
   if "dist_pred" in outputs:
@@ -49,7 +43,7 @@ def aligned_params(outputs: dict[str, Array], batch: dict[str, Array], cfg: Any)
     weights = intensity.soft_threshold(outputs["probs"], cfg.soft_threshold_temperature,
                                        cfg.soft_threshold_cut)
   b = values.shape[0]
-  return jax.vmap(lambda v, w: fit_weighted(v, w, cfg))(
+  return jax.vmap(lambda v, w: dist.fit_weighted(v, w, cfg.num_bins, cfg.family))(
       values.reshape(b, -1), weights.reshape(b, -1))
 
 

@@ -54,12 +54,9 @@ def reference_params(images: np.ndarray, masks: np.ndarray, num_bins: int = 256,
   return dist.fit_hist(family, grid, jnp.asarray(counts))
 
 
-def batch_params(images: jax.Array, weights: jax.Array, num_bins: int = 256,
-                 family: str = "pearson3") -> jax.Array:
-  """Fit of `family` to the intensities of `images` (in [0, 1]) weighted by an LV mask, all
-  pooled."""
-  counts = dist.weighted_histogram(images.ravel(), weights.ravel(), num_bins)
-  return dist.fit_hist(family, dist.histogram_grid(num_bins), counts)
+# Fit of `family` to the intensities of images (in [0, 1]) weighted by an LV mask, pooled:
+# batch_params(images, weights, num_bins, family).
+batch_params = dist.fit_weighted
 
 
 def predicted_region(images: jax.Array, inject: jax.Array, first_pass: FirstPass,

@@ -64,6 +64,13 @@ def fit_hist(family: str, grid, counts) -> Array:
   return jnp.stack(get_family(family).fit(grid, counts))
 
 
+def fit_weighted(values, weights, num_bins: int = 256, family: str = "pearson3") -> Array:
+  """(3,) ML parameters of `family` for `values` in [0, 1] under `weights`, all pooled,
+  through the weighted histogram on the `num_bins` intensity grid."""
+  counts = weighted_histogram(jnp.ravel(values), jnp.ravel(weights), num_bins)
+  return fit_hist(family, histogram_grid(num_bins), counts)
+
+
 def family_logpdf(family: str, x, params) -> Array:
   """log-density of `family` with params = (shape, loc, scale)."""
   return get_family(family).logpdf(x, params[0], params[1], params[2])

@@ -40,8 +40,8 @@ def _density(x: Array, w: Array, cfg: Any) -> Array:
   """Density of the weighted intensities on the grid, by the configured estimator."""
   grid = dist.histogram_grid(cfg.num_bins)
   if cfg.kld_estimator == "fit":
-    counts = dist.weighted_histogram(x, w, cfg.num_bins)
-    return dist.density_grid(cfg.family, dist.fit_hist(cfg.family, grid, counts), grid)
+    return dist.density_grid(cfg.family, dist.fit_weighted(x, w, cfg.num_bins, cfg.family),
+                             grid)
   if cfg.kld_estimator == "kde":
     bandwidth = cfg.kde_bandwidth if cfg.kde_bandwidth > 0 else None
     return dist.gaussian_kde_grid(x, w, 0.0, 1.0, cfg.num_bins, bandwidth)
