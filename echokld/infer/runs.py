@@ -129,11 +129,7 @@ def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -
   except (AttributeError, KeyError, TypeError, ValueError) as exc:
     raise InputError(os.path.join(workdir, "config.json"),
                      f"unusable config ({type(exc).__name__}: {one_line(exc)})") from None
-  try:
-    manager = checkpoints.make_manager(ckpt_dir)
-  except Exception as exc:  # A damaged checkpoints/ folder can fail orbax's scan.
-    raise InputError(ckpt_dir, f"unreadable checkpoint folder ({type(exc).__name__}: "
-                     f"{one_line(exc)})") from None
+  manager = checkpoints.make_manager(ckpt_dir)
   try:
     best, latest = manager.best_step(), manager.latest_step()
     if latest is None:
@@ -284,10 +280,12 @@ def member_weights(runs: Sequence[Run], qualities: Sequence[str | None] | None,
 
 def predict_masks(runs: Sequence[Run], images: Sequence[np.ndarray],
                   qualities: Sequence[str | None] | None = None,
-                  gating: str = "mean") -> list[np.ndarray]:
-  """0/1 uint8 LV masks of frames of any size (rows = depth), in each frame's geometry."""
+                  gating: str = "mean", spacing_mm: tuple[float, float] | None = None
+                  ) -> list[np.ndarray]:
+  """0/1 uint8 LV masks of frames of any size (rows = depth), in each frame's geometry;
+  `spacing_mm`, when the frames share one, is handed to the preprocessing."""
   shape, resize = check_compatible(runs)
-  prepared = [prepare(image, shape, resize, where=f"image {i}")
+  prepared = [prepare(image, shape, resize, spacing_mm, where=f"image {i}")
               for i, image in enumerate(images)]
   if not prepared:
     return []

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import jax
 import orbax.checkpoint as ocp
 
+from echokld.cli import one_line
 from echokld.errors import InputError
 
 BEST_METRIC = "val_dice"
@@ -27,7 +28,11 @@ def make_manager(directory: str) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       preservation_policy=preservation, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
       create=True, enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  try:
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  except Exception as exc:  # A damaged checkpoints/ folder can fail orbax's scan.
+    raise InputError(directory, f"unreadable checkpoint folder "
+                     f"({one_line(f'{type(exc).__name__}: {exc}', 180)})") from None
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, val_dice: float) -> None:
@@ -41,8 +46,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, val_dice: float)
     manager.wait_until_finished()
   except Exception as exc:  # orbax/tensorstore raise many types; ENOSPC among them.
     raise InputError(os.path.join(str(manager.directory), str(step)),
-                     f"cannot save checkpoint ({type(exc).__name__}: "
-                     f"{' '.join(str(exc).split())[:200]})") from None
+                     f"cannot save checkpoint ({one_line(f'{type(exc).__name__}: {exc}', 220)})"
+                     ) from None
 
 
 def restore_first(manager: ocp.CheckpointManager, steps: Sequence[int], target: Any,
@@ -58,7 +63,7 @@ def restore_first(manager: ocp.CheckpointManager, steps: Sequence[int], target: 
     try:
       return step, restore(manager, step, target), failed
     except Exception as exc:  # pylint: disable=broad-except
-      failed.append((step, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"))
+      failed.append((step, one_line(f"{type(exc).__name__}: {exc}", 180)))
   return None, target, failed
 
 

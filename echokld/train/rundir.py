@@ -59,10 +59,9 @@ class RunDir:
     self._lock = lock_workdir(workdir) if self.main else None
     try:
       self.manager = checkpoints.make_manager(self.file("checkpoints"))
-    except Exception as exc:  # A damaged checkpoints/ folder can fail orbax's scan.
+    except InputError:
       self._unlock()
-      raise InputError(self.file("checkpoints"), f"unreadable checkpoint folder "
-                       f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
+      raise
     self.writer = writers.MetricWriter(workdir, tensorboard, enabled=self.main)
 
   def file(self, name: str) -> str:
