@@ -17,10 +17,10 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from echokld.clinical import cine, volumes
-from echokld.data import camus, files, pipeline
+from echokld.data import camus, files
 from echokld.errors import InputError
 from echokld.infer import io, outputs
-from echokld.infer.runs import THRESHOLD, Run, check_compatible, ensemble_probs, prepare
+from echokld.infer.runs import Run, predict_masks
 
 TIFF_EXTENSIONS = (".tif", ".tiff")
 
@@ -87,21 +87,15 @@ def segment_loop(runs: Sequence[Run], path: str, out_dir: str, batch_size: int,
   Returns:
     {"frames", "ed_frame", "es_frame", "volumes": volumes.csv rows}.
   """
-  shape, resize = check_compatible(runs)
   frames, spacing = read_loop(path)
   stem, ext = io.split_ext(os.path.basename(path))
   names = [f"{stem}_mask{ext}", f"{stem}_area_curve.csv", f"{stem}_area_curve.png",
            "volumes.csv"]
   output = outputs.OutputFolder(out_dir, overwrite)
   output.check_free("", names)
-  masks = []
-  for start in range(0, len(frames), batch_size):
-    ready = [prepare(f, shape, resize, spacing, f"{path}[{start + i}]")
-             for i, f in enumerate(frames[start:start + batch_size])]
-    probs = ensemble_probs(runs, np.stack([canvas for canvas, _ in ready]))
-    masks += [pipeline.undo_geometry(p > THRESHOLD, geometry)
-              for p, (_, geometry) in zip(probs, ready)]
-  masks = np.stack(masks)
+  masks = np.stack([mask for start in range(0, len(frames), batch_size)
+                    for mask in predict_masks(runs, frames[start:start + batch_size],
+                                              spacing_mm=spacing)])
   curve, rows = cine.measure_loop(masks, spacing, name=stem)
 
   def write(staging: str) -> None:

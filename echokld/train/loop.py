@@ -338,7 +338,6 @@ def _train_members(config: ml_collections.ConfigDict, members: list[Member],
   for k, m in enumerate(members):
     if m.diverged is None:
       summaries.append(finish(m, final[k], predict, placement, refs[k], image_shape))
-    m.run.close()
   failed = [m for m in members if m.diverged is not None]
   if failed:
     where = f"seed {failed[0].config.seed}: " if size > 1 else ""
