@@ -60,3 +60,12 @@ def test_one_bad_frame_does_not_pick_the_phase():
 def test_bad_loops_are_one_line_errors(areas, message):
   with pytest.raises(InputError, match=message):
     cine.find_ed_es(areas)
+
+
+def test_a_multipage_tiff_is_a_loop(tmp_path):
+  from echokld.infer import loops
+  pages = [Image.fromarray(np.full((20, 24), 10 * k, np.uint8)) for k in range(5)]
+  pages[0].save(tmp_path / "loop.tif", save_all=True, append_images=pages[1:])
+  assert loops.is_loop(str(tmp_path / "loop.tif"))
+  frames, spacing = loops.read_loop(str(tmp_path / "loop.tif"))
+  assert frames.shape == (5, 20, 24) and frames[3, 0, 0] == 30 and spacing is None

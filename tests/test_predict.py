@@ -396,12 +396,3 @@ def test_a_cine_loop_gives_masks_area_curve_and_volumes(workdirs, runs, tmp_path
   # Again without --overwrite: refused, nothing replaced.
   again = run_cli(f"--workdir={workdirs[0]}", f"--input={path}", f"--output={out}")
   assert again.returncode == 2 and len(error_lines(again)) == 1
-
-
-def test_a_multipage_tiff_is_a_loop(tmp_path):
-  from echokld.infer import loops
-  pages = [Image.fromarray(np.full((20, 24), 10 * k, np.uint8)) for k in range(5)]
-  pages[0].save(tmp_path / "loop.tif", save_all=True, append_images=pages[1:])
-  assert loops.is_loop(str(tmp_path / "loop.tif"))
-  frames, spacing = loops.read_loop(str(tmp_path / "loop.tif"))
-  assert frames.shape == (5, 20, 24) and frames[3, 0, 0] == 30 and spacing is None
