@@ -54,3 +54,17 @@ def shrink(config, **overrides):
 @pytest.fixture
 def tiny():
   return tiny_config
+
+
+@pytest.fixture(scope="session")
+def predict_workdirs(tmp_path_factory):
+  """Two tiny one-epoch runs (seeds 0 and 1) sharing one preprocessing, trained once per
+  session for every prediction test (test_predict, test_dicom)."""
+  from echokld.train import loop
+  dirs = []
+  for seed in (0, 1):
+    workdir = str(tmp_path_factory.mktemp(f"run{seed}"))
+    loop.train_and_evaluate(tiny_config("dice", seed=seed, **{"train.max_epochs": 1}),
+                            workdir)
+    dirs.append(workdir)
+  return dirs

@@ -15,12 +15,11 @@ import SimpleITK as sitk
 from PIL import Image
 
 import camus_fixtures
-from conftest import ROOT, tiny_config
+from conftest import ROOT
 from echokld.clinical import volumes
 from echokld.infer import io as predict_io
 from echokld.infer import segment
 from echokld.infer import runs as predict
-from echokld.train import loop
 from echokld.data import camus
 from echokld.errors import InputError
 
@@ -53,15 +52,9 @@ def read_areas(out_dir):
 
 
 @pytest.fixture(scope="module")
-def workdirs(tmp_path_factory):
-  """Two tiny one-epoch runs (seeds 0 and 1) sharing one preprocessing."""
-  dirs = []
-  for seed in (0, 1):
-    workdir = str(tmp_path_factory.mktemp(f"run{seed}"))
-    loop.train_and_evaluate(tiny_config("dice", seed=seed, **{"train.max_epochs": 1}),
-                             workdir)
-    dirs.append(workdir)
-  return dirs
+def workdirs(predict_workdirs):
+  """Two tiny one-epoch runs (seeds 0 and 1) sharing one preprocessing (conftest)."""
+  return predict_workdirs
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +131,15 @@ def test_nifti_round_trip(mixed, runs):
   assert back.shape == given.shape and np.allclose(back.affine, AFFINE)
   assert back.get_data_dtype() == np.uint8
   mask = np.asanyarray(back.dataobj)
-  # Stored transposed like the input: the API's mask (training orientation) transposed back.
-  image, spacing = camus.read_nifti(src / "c.nii.gz")
+  # AFFINE runs array axis 0 along +y (depth: rows of the CAMUS layout) and axis 1 along -x
+  # (width, reversed): the frame the model sees is the array with its columns reversed, by
+  # hand, and the mask is stored with them reversed back (infer.orient).
+  image = np.asanyarray(given.dataobj)[:, ::-1]
   expected = predict.predict_masks(runs[:1], [image])[0]
-  np.testing.assert_array_equal(mask, expected.T)
+  np.testing.assert_array_equal(mask, expected[:, ::-1])
   row = read_areas(out)["c.nii.gz"]
   assert int(row["lv_area_px"]) == int(mask.sum())
-  assert float(row["lv_area_mm2"]) == pytest.approx(mask.sum() * spacing[0] * spacing[1],
-                                                    rel=1e-4)
+  assert float(row["lv_area_mm2"]) == pytest.approx(mask.sum() * 0.2 * 0.3, rel=1e-4)
 
 
 def test_mhd_round_trip(mixed):

@@ -1,10 +1,11 @@
 """Files in and out of `echokld.predict`: finding frames, reading them, writing masks.
 
-Frames are read in the training convention (rows = depth, apex at the top) with the CAMUS
-readers, so a NIfTI or .mhd frame reaches the model exactly as a CAMUS training frame did.
-Masks are written back in each input's own format, shape and orientation (the transposes of
-reading undone), with its header: NIfTI affine and header, MetaImage spacing, origin and
-direction. Nothing is ever unpickled.
+Frames are read in the training convention (rows = depth, apex at the top): a NIfTI frame is
+brought to the CAMUS layout by its affine (infer.orient; a CAMUS file is untouched), a .mhd
+frame by the CAMUS reader, a DICOM by infer.dicom. Masks are written back in each input's
+own format, shape and orientation (the reorientation undone), with its header: NIfTI affine
+and header, MetaImage spacing, origin and direction; a DICOM's mask is a PNG of its pixel
+grid. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -24,15 +25,17 @@ from PIL import Image
 from echokld.data import camus, files, folder, pipeline
 from echokld.errors import InputError
 from echokld.evaluation import overlays
+from echokld.infer import dicom, orient
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 MHD_EXTENSIONS = (".mhd",)
 IMAGE_EXTENSIONS = tuple(folder.IMAGE_EXTENSIONS)
-EXTENSIONS = NIFTI_EXTENSIONS + MHD_EXTENSIONS + IMAGE_EXTENSIONS
+EXTENSIONS = NIFTI_EXTENSIONS + MHD_EXTENSIONS + dicom.EXTENSIONS + IMAGE_EXTENSIONS
 # Stems a folder walk skips: CAMUS ground truth and sequences, and this tool's own outputs.
 SKIPPED_STEM = re.compile(r"(_gt|sequence|_mask|_overlay)$", re.IGNORECASE)
-# JPEG is lossy: 0/1 masks of JPEG inputs are written as PNG.
+# JPEG is lossy: 0/1 masks of JPEG inputs are written as PNG; so are DICOM inputs' masks.
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+PNG_MASK_EXTENSIONS = LOSSY_EXTENSIONS + dicom.EXTENSIONS
 CAMUS_FRAME = re.compile(r"(patient\d+)_(2CH|4CH)_(ED|ES)", re.IGNORECASE)
 AREA_COLUMNS = ("file", "frame", "lv_area_px", "lv_area_mm2", "disagreement")
 CONTOUR_RGB = overlays.PREDICTION_RGB
@@ -50,6 +53,7 @@ class Frame:
   spacing_mm: tuple[float, float] | None
   quality: str | None = None
   out_stem: str | None = None  # Stem of its outputs (output_stems); the input's by default.
+  notes: tuple[str, ...] = ()  # Said once per command over all frames (dicom.NO_SPACING, ...).
 
   @property
   def name(self) -> str:
@@ -91,7 +95,8 @@ def find_inputs(root: str, exclude: str | None = None) -> list[tuple[str, str]]:
       if is_supported(name) and not SKIPPED_STEM.search(split_ext(name)[0]):
         found.append((os.path.join(dirpath, name), "" if rel == "." else rel))
   if not found:
-    raise InputError(root, "no frames found (.nii.gz, .nii, .mhd, .png, .jpg, .bmp, .tif)")
+    raise InputError(root, "no frames found (.nii.gz, .nii, .mhd, .dcm, .png, .jpg, .bmp, "
+                     ".tif)")
   return found
 
 
@@ -133,11 +138,26 @@ def read_frame(path: str, rel_dir: str, metadata: Metadata | None = None) -> Fra
   stem, ext = split_ext(os.path.basename(path))
   lower = ext.lower()
   quality = None
-  if lower in NIFTI_EXTENSIONS or lower in MHD_EXTENSIONS:
-    reader = camus.read_nifti if lower in NIFTI_EXTENSIONS else camus.read_mhd
-    image, spacing = reader(pathlib.Path(path))
+  notes: tuple[str, ...] = ()
+  if lower in NIFTI_EXTENSIONS:
+    stored, spacing = orient.read_nifti(path)  # Reoriented to the CAMUS layout.
+    if stored.ndim != 2:
+      raise InputError(path, f"expected a single 2-D frame, got array shape {stored.shape}")
+    image = np.ascontiguousarray(stored.T)
     if metadata is not None:
       quality = metadata.camus_quality(path)
+  elif lower in MHD_EXTENSIONS:
+    image, spacing = camus.read_mhd(pathlib.Path(path))
+    if metadata is not None:
+      quality = metadata.camus_quality(path)
+  elif lower in dicom.EXTENSIONS:
+    read = dicom.read_dicom(path)
+    if len(read.frames) != 1:
+      raise InputError(path, f"a cine loop of {len(read.frames)} frames, not a single 2-D "
+                       "frame: give it alone as --input to segment it as a loop")
+    image, spacing, notes = read.frames[0], read.spacing_mm, read.notes
+    if metadata is not None:
+      quality = metadata.table_row(path).get("quality") if metadata.quality else None
   else:
     image, spacing = folder.read_image(path), None
     if metadata is not None:
@@ -149,7 +169,7 @@ def read_frame(path: str, rel_dir: str, metadata: Metadata | None = None) -> Fra
     raise InputError(path, f"image dtype {image.dtype} is not a real number type")
   if not np.all(np.isfinite(image)):
     raise InputError(path, "image has NaN or infinite values")
-  return Frame(path, rel_dir, stem, ext, image, spacing, quality)
+  return Frame(path, rel_dir, stem, ext, image, spacing, quality, notes=notes)
 
 
 def output_stems(inputs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -178,7 +198,7 @@ def output_stems(inputs: Sequence[tuple[str, str]]) -> dict[str, str]:
 def output_names(frame: Frame) -> tuple[str, str]:
   """(mask name, overlay name) of a frame; the mask keeps the input's extension."""
   stem = frame.out_stem or frame.stem
-  ext = ".png" if frame.ext.lower() in LOSSY_EXTENSIONS else frame.ext
+  ext = ".png" if frame.ext.lower() in PNG_MASK_EXTENSIONS else frame.ext
   return f"{stem}_mask{ext}", f"{stem}_overlay.png"
 
 
@@ -189,7 +209,7 @@ def write_mask(frame: Frame, mask: np.ndarray, path: str) -> None:
   lower = frame.ext.lower()
   if lower in NIFTI_EXTENSIONS:
     ref = nib.load(frame.path)
-    data = np.ascontiguousarray(mask.T).reshape(ref.shape)  # Stored (width, depth[, 1]).
+    data = orient.put_back(mask.T, ref)  # CAMUS (width, depth) -> the input's own layout.
     image = nib.Nifti1Image(data, ref.affine, ref.header)
     image.set_data_dtype(np.uint8)
     image.header.set_slope_inter(1.0, 0.0)

@@ -1,15 +1,17 @@
 """Cine loops in prediction: every frame segmented, the LV area curve, ED, ES and the EF.
 
 A loop is a NIfTI whose frames are its last axis (a CAMUS half-sequence, stored (width,
-depth, frames)) or a multi-page TIFF. Frames are segmented in batches like single frames;
-the outputs are the mask loop in the input's format and geometry, `<stem>_area_curve.csv`
-and `.png` (clinical.cine: ED and ES as the largest and smallest LV) and `volumes.csv`.
+depth, frames); other layouts are reoriented by the affine, infer.orient), a multi-page
+TIFF or a multi-frame DICOM (infer.dicom). Frames are segmented in batches like single
+frames; the outputs are the mask loop in the input's format and geometry (a DICOM's as a
+multi-page TIFF of its pixel grid), `<stem>_area_curve.csv` and `.png` (clinical.cine: ED
+and ES as the largest and smallest LV) and `volumes.csv`.
 """
 
 from __future__ import annotations
 
 import os
-import pathlib
+import sys
 from typing import Any, Sequence
 
 import nibabel as nib
@@ -17,9 +19,9 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from echokld.clinical import cine, volumes
-from echokld.data import camus, files
+from echokld.data import files
 from echokld.errors import InputError
-from echokld.infer import io, outputs
+from echokld.infer import dicom, io, orient, outputs
 from echokld.infer.runs import Run, predict_masks
 
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -37,17 +39,26 @@ def is_loop(path: str) -> bool:
     if ext in TIFF_EXTENSIONS:
       with Image.open(path) as image:
         return getattr(image, "n_frames", 1) > 1
+    if ext in dicom.EXTENSIONS:
+      return dicom.number_of_frames(path) > 1
   except Exception:  # pylint: disable=broad-except  # Unreadable: the frame reader says why.
     return False
   return False
 
 
-def read_loop(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
-  """(frames (T, rows = depth, cols), spacing in mm or None) of a loop file."""
+def read_loop(path: str, notes: list[str] | None = None
+              ) -> tuple[np.ndarray, tuple[float, float] | None]:
+  """(frames (T, rows = depth, cols), spacing in mm or None) of a loop file; what the
+  reader noticed (dicom.NO_SPACING, ...) is appended to `notes`."""
   files.check_name(path)
   ext = io.split_ext(os.path.basename(path))[1].lower()
-  if ext in io.NIFTI_EXTENSIONS:
-    data, spacing = camus.read_nifti_stored(pathlib.Path(path))
+  if ext in dicom.EXTENSIONS:
+    read = dicom.read_dicom(path)
+    frames, spacing = read.frames, read.spacing_mm
+    if notes is not None:
+      notes.extend(read.notes)
+  elif ext in io.NIFTI_EXTENSIONS:
+    data, spacing = orient.read_nifti(path)  # Reoriented to (width, depth, frames).
     if data.ndim != 3:
       raise InputError(path, f"expected (width, depth, frames), got array shape {data.shape}")
     frames = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
@@ -70,12 +81,12 @@ def _write_masks(path: str, masks: np.ndarray, out: str) -> None:
   masks = masks.astype(np.uint8)
   if ext in io.NIFTI_EXTENSIONS:
     ref = nib.load(path)
-    data = np.ascontiguousarray(np.transpose(masks, (2, 1, 0))).reshape(ref.shape)
+    data = orient.put_back(np.transpose(masks, (2, 1, 0)), ref)
     image = nib.Nifti1Image(data, ref.affine, ref.header)
     image.set_data_dtype(np.uint8)
     image.header.set_slope_inter(1.0, 0.0)
     nib.save(image, out)
-  else:
+  else:  # TIFF and DICOM inputs: a multi-page TIFF (out is named .tif for a DICOM).
     pages = [Image.fromarray(m, mode="L") for m in masks]
     pages[0].save(out, save_all=True, append_images=pages[1:])
 
@@ -87,9 +98,14 @@ def segment_loop(runs: Sequence[Run], path: str, out_dir: str, batch_size: int,
   Returns:
     {"frames", "ed_frame", "es_frame", "volumes": volumes.csv rows}.
   """
-  frames, spacing = read_loop(path)
+  notes: list[str] = []
+  frames, spacing = read_loop(path, notes)
+  for note in notes:
+    kind = "note" if note == dicom.COLOUR else "warning"
+    print(f"{kind}: {path}: {note}", file=sys.stderr, flush=True)
   stem, ext = io.split_ext(os.path.basename(path))
-  names = [f"{stem}_mask{ext}", f"{stem}_area_curve.csv", f"{stem}_area_curve.png",
+  mask_ext = ".tif" if ext.lower() in dicom.EXTENSIONS else ext
+  names = [f"{stem}_mask{mask_ext}", f"{stem}_area_curve.csv", f"{stem}_area_curve.png",
            "volumes.csv"]
   output = outputs.OutputFolder(out_dir, overwrite)
   output.check_free("", names)

@@ -17,7 +17,7 @@ from echokld.cli import one_line
 from echokld.clinical import volumes
 from echokld.data import pipeline
 from echokld.errors import InputError
-from echokld.infer import io, outputs
+from echokld.infer import dicom, io, outputs
 from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, WARN_SCALE, Run,
                                 check_compatible, combine, member_disagreement, member_probs,
                                 member_weights, prepare, size_outlier)
@@ -51,6 +51,7 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
   stems = io.output_stems(inputs)
   metadata = io.Metadata(quality=gating == "quality")
   rows, failures, outliers = [], 0, []
+  noted: dict[str, list[str]] = {}  # Reader note (dicom.NO_SPACING, ...) -> its frames.
   cardiac: list[volumes.FrameMask] = []  # ED/ES masks of known patients, for volumes.csv.
   bar = tqdm.tqdm(total=len(inputs), unit="frame", disable=None, dynamic_ncols=True)
   for start in range(0, len(inputs), batch_size):
@@ -60,6 +61,8 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
         frame = io.read_frame(path, rel_dir, metadata)
         frame.out_stem = stems[path]
         ready.append((frame, *prepare(frame.image, shape, resize, frame.spacing_mm, path)))
+        for note in frame.notes:
+          noted.setdefault(note, []).append(path)
         unlike = size_outlier(frame.image.shape, runs)
         if unlike:
           outliers.append((path, frame.image.shape, unlike))
@@ -103,6 +106,10 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
             f"smaller than {unlike}, e.g. {path} ({h}x{w}); segmented anyway, check their "
             "masks")
     tqdm.tqdm.write(f"warning: {one_line(text, 600)}", file=sys.stderr)
+  for note, paths in noted.items():  # Likewise one line per kind of note.
+    kind = "note" if note == dicom.COLOUR else "warning"
+    text = f"{len(paths)} of {len(inputs)} frames: {note}, e.g. {paths[0]}"
+    tqdm.tqdm.write(f"{kind}: {one_line(text, 600)}", file=sys.stderr)
   output.write("", lambda staging: io.write_areas(rows, os.path.join(staging, AREAS)))
   if cardiac:
     write_volumes(output, cardiac)
