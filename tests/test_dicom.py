@@ -104,6 +104,10 @@ def test_monochrome1_is_inverted_and_colour_becomes_luminance(tmp_path):
   assert read.colour and dicom.COLOUR in read.notes
   assert np.abs(read.frames[0].astype(np.int64) - want).max() <= 1  # PIL's "L", to rounding.
   assert read.spacing_mm is None and dicom.NO_SPACING in read.notes
+  # YBR_FULL with neutral chroma (Cb = Cr = 128) is grey: its luminance is Y itself.
+  ybr = np.stack([frame, np.full_like(frame, 128), np.full_like(frame, 128)], axis=-1)
+  read = dicom.read_dicom(str(write_dicom(tmp_path / "ybr.dcm", ybr, photometric="YBR_FULL")))
+  assert np.abs(read.frames[0].astype(np.int64) - frame).max() <= 1
 
 
 def test_bad_files_are_one_line_input_errors(tmp_path):
