@@ -25,8 +25,9 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """CLI flags, defined only when run as a program (importing the API defines none)."""
   flags.DEFINE_multi_string("workdir", None, "Run directory; repeat for an ensemble.")
-  flags.DEFINE_string("input", None, "A frame (.nii.gz, .nii, .mhd, .png, .jpg, ...), a "
-                      "CAMUS patient folder or a folder of frames (walked recursively).")
+  flags.DEFINE_string("input", None, "A frame (.nii.gz, .nii, .mhd, .dcm, .png, .jpg, ...), "
+                      "a cine loop, a CAMUS patient folder or a folder of frames (walked "
+                      "recursively).")
   flags.DEFINE_string("output", None, "Folder for masks, overlays and areas.csv.")
   flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Frames per device call.",
                        lower_bound=1)
