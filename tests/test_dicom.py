@@ -16,7 +16,7 @@ import camus_fixtures  # noqa: E402
 from echokld.clinical import cine  # noqa: E402
 from echokld.data import synthetic  # noqa: E402
 from echokld.errors import InputError  # noqa: E402
-from echokld.infer import dicom, loops  # noqa: E402
+from echokld.infer import dicom, io, loops  # noqa: E402
 from echokld.infer import runs as predict  # noqa: E402
 from test_orientation import oblique_frame  # noqa: E402
 from test_predict import error_lines, read_areas, run_cli, warning_lines  # noqa: E402
@@ -108,6 +108,19 @@ def test_monochrome1_is_inverted_and_colour_becomes_luminance(tmp_path):
   ybr = np.stack([frame, np.full_like(frame, 128), np.full_like(frame, 128)], axis=-1)
   read = dicom.read_dicom(str(write_dicom(tmp_path / "ybr.dcm", ybr, photometric="YBR_FULL")))
   assert np.abs(read.frames[0].astype(np.int64) - frame).max() <= 1
+
+
+def test_a_metadata_csv_gives_the_spacing_a_dicom_lacks(tmp_path):
+  frame = np.zeros((10, 12), np.uint8)
+  write_dicom(tmp_path / "a.dcm", frame)
+  write_dicom(tmp_path / "b.dcm", frame, pixel_spacing=(0.4, 0.2))
+  (tmp_path / "metadata.csv").write_text("case,image_quality,spacing_row_mm,spacing_col_mm\n"
+                                         "a,Poor,0.5,0.25\nb,Good,0.7,0.7\n")
+  got = io.read_frame(str(tmp_path / "a.dcm"), "", io.Metadata())
+  assert got.spacing_mm == (0.5, 0.25) and got.quality == "Poor" and got.notes == ()
+  got = io.read_frame(str(tmp_path / "b.dcm"), "", io.Metadata())  # The file's own first.
+  assert got.spacing_mm == (0.4, 0.2)
+  assert io.read_frame(str(tmp_path / "a.dcm"), "").notes == (dicom.NO_SPACING,)
 
 
 def test_bad_files_are_one_line_input_errors(tmp_path):

@@ -12,7 +12,8 @@ Pixel spacing, in this order of trust:
      put the B-mode sector first; later regions are Doppler or M-mode strips whose units
      are seconds or cm/s.
   2. PixelSpacing (0028,0030) = (row, col) in mm.
-  3. none: areas and volumes stay in pixels (the caller warns once).
+  3. none: areas and volumes stay in pixels (infer.io first tries a metadata.csv beside the
+     file; the caller warns once).
 Nothing is unpickled and nothing is written; a file that is not DICOM, is truncated or is
 compressed in a syntax no installed decoder handles is an InputError naming it.
 """

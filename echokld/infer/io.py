@@ -156,8 +156,11 @@ def read_frame(path: str, rel_dir: str, metadata: Metadata | None = None) -> Fra
       raise InputError(path, f"a cine loop of {len(read.frames)} frames, not a single 2-D "
                        "frame: give it alone as --input to segment it as a loop")
     image, spacing, notes = read.frames[0], read.spacing_mm, read.notes
-    if metadata is not None:
-      quality = metadata.table_row(path).get("quality") if metadata.quality else None
+    if metadata is not None:  # A metadata.csv beside it, as for plain images.
+      row = metadata.table_row(path)
+      quality = row.get("quality") if metadata.quality else None
+      if spacing is None and row.get("spacing_mm") is not None:
+        spacing, notes = row["spacing_mm"], tuple(n for n in notes if n != dicom.NO_SPACING)
   else:
     image, spacing = folder.read_image(path), None
     if metadata is not None:

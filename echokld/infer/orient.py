@@ -114,9 +114,10 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float]
     return data, (row, col)
   try:
     affine = nib.load(os.fspath(path)).affine  # The header only: the data was read above.
-  except Exception as exc:  # pylint: disable=broad-except  # Read once already: rare.
-    raise InputError(path, f"cannot read the NIfTI affine ({type(exc).__name__})") from None
-  transform = to_camus(affine, data.ndim)
+    transform = to_camus(affine, data.ndim)
+  except Exception as exc:  # pylint: disable=broad-except  # A NaN affine, a header race.
+    raise InputError(path, "cannot read an orientation from the NIfTI affine "
+                     f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
   col, row = zooms_to_camus((col, row), transform)[:2]
   return apply(data, transform), (row, col)
 
