@@ -20,8 +20,10 @@ compressed in a syntax no installed decoder handles is an InputError naming it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -62,6 +64,22 @@ def _one_line(exc: Exception, limit: int = 200) -> str:
   return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+@contextlib.contextmanager
+def _quiet():
+  """pydicom's warnings and log lines off: its decoders log a traceback before raising, and
+  a reader that recovers (implicit VR where explicit was declared) warns in two lines; the
+  caller reports a failure in one."""
+  logger = logging.getLogger("pydicom")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      yield
+  finally:
+    logger.setLevel(level)
+
+
 def _pydicom():
   try:
     import pydicom  # pylint: disable=import-outside-toplevel  # Only DICOM users need it.
@@ -76,7 +94,8 @@ def _dataset(path: str, header_only: bool = False) -> Any:
   files.check_regular(path)
   pydicom = _pydicom()
   try:
-    return pydicom.dcmread(path, stop_before_pixels=header_only)
+    with _quiet():
+      return pydicom.dcmread(path, stop_before_pixels=header_only)
   except pydicom.errors.InvalidDicomError:
     raise InputError(path, "not a DICOM file (no 'DICM' preamble)") from None
   except Exception as exc:  # pylint: disable=broad-except  # pydicom raises many types.
@@ -87,7 +106,8 @@ def number_of_frames(path: str) -> int:
   """NumberOfFrames from the header alone (1 when absent); pixels are not decoded."""
   ds = _dataset(path, header_only=True)
   try:
-    return max(int(getattr(ds, "NumberOfFrames", 1) or 1), 1)
+    with _quiet():
+      return max(int(getattr(ds, "NumberOfFrames", 1) or 1), 1)
   except (TypeError, ValueError):
     raise InputError(path, f"NumberOfFrames {ds.NumberOfFrames!r} is not a number") from None
 
@@ -140,11 +160,9 @@ def _pixels(ds: Any, path: str) -> np.ndarray:
   """Decoded pixels, colour as RGB; InputError naming the transfer syntax when undecodable."""
   pydicom = _pydicom()
   syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
-  logger = logging.getLogger("pydicom")  # Its decoders log a traceback before raising.
-  level = logger.level
-  logger.setLevel(logging.CRITICAL)
   try:
-    pixels = np.asarray(ds.pixel_array)  # pydicom >= 3 returns YBR as RGB by itself.
+    with _quiet():
+      pixels = np.asarray(ds.pixel_array)  # pydicom >= 3 returns YBR as RGB by itself.
   except Exception as exc:  # pylint: disable=broad-except  # Missing plugin, bad length, ...
     name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
     detail = _one_line(exc)
@@ -155,8 +173,6 @@ def _pixels(ds: Any, path: str) -> np.ndarray:
     else:
       why = f"cannot decode the pixels ({detail})"
     raise InputError(path, why) from None
-  finally:
-    logger.setLevel(level)
   photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
   major = int(pydicom.__version__.split(".")[0])
   if (major < 3 and photometric.startswith("YBR") and pixels.ndim >= 3
@@ -182,6 +198,11 @@ def read_dicom(path: str) -> DicomImage:
     InputError: naming `path`, for anything that is not an uncompressed or decodable
       DICOM image of real numbers.
   """
+  with _quiet():  # Tag values are parsed (and warned about) lazily, on access.
+    return _read(path)
+
+
+def _read(path: str) -> DicomImage:
   ds = _dataset(path)
   _check_size(ds, path)
   frames_declared = max(int(getattr(ds, "NumberOfFrames", 1) or 1), 1)  # _check_size: ints.
