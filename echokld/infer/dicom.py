@@ -55,10 +55,6 @@ class DicomImage:
                                                                  else ())
 
 
-def is_dicom(path: str) -> bool:
-  return path.lower().endswith(EXTENSIONS)
-
-
 def _one_line(exc: Exception, limit: int = 200) -> str:
   text = " ".join(f"{type(exc).__name__}: {exc}".split())
   return text if len(text) <= limit else text[:limit - 3] + "..."
