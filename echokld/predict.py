@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from echokld import cli
+from echokld import cli, hostcpu
 from echokld.errors import InputError
 from echokld.infer import io, loops, segment
 from echokld.infer import runs as runs_lib
@@ -34,6 +34,8 @@ def define_flags() -> None:
                     "or weighted per image by each member's Dice on the image's quality.")
   flags.DEFINE_bool("overwrite", False, "Replace masks, overlays and areas.csv already in "
                     "--output (never symlinks). Without it, existing files are refused.")
+  flags.DEFINE_integer("cpu_devices", None, "On a CPU: JAX devices to split the host into "
+                       "(1 = off; default one per core dividing --batch_size).")
   flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
@@ -49,6 +51,10 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.quiet_unless_verbosity_given()
+  try:
+    hostcpu.use_host_devices(FLAGS.cpu_devices, FLAGS.batch_size)
+  except ValueError as exc:
+    cli.fail(f"--cpu_devices: {exc}")
   try:
     inputs = io.find_inputs(FLAGS.input, exclude=FLAGS.output)
     runs = [runs_lib.load_run(workdir, FLAGS.batch_size) for workdir in FLAGS.workdir]
