@@ -186,6 +186,15 @@ def test_predict_tta_scores_map_and_qc_flag(workdir, data_root, tmp_path):
   for row in read_areas(out2 / "areas.csv"):
     assert (row["mask_disagreement"], row["disagreement"], row["qc_flag"]) == \
         ("0.0000", "0.0000", "0")
+  # The score and threshold of a calibration file (experiments/qc_flag.py writes them).
+  calibration = tmp_path / "qc_threshold.json"
+  qc.write_calibration(str(calibration), "disagreement", 0.01, members=2)
+  out4 = tmp_path / "out4"
+  result = run_cli(f"--workdir={workdir}", f"--input={src}", f"--output={out4}", "--tta=flip",
+                   f"--qc_calibration={calibration}")
+  assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+  for row in read_areas(out4 / "areas.csv"):
+    assert row["qc_flag"] == str(int(float(row["disagreement"]) > 0.01))
   # One run without TTA has one member: no score, and a flag is refused before any work.
   out3 = tmp_path / "out3"
   result = run_cli(f"--workdir={workdir}", f"--input={src}", f"--output={out3}",
