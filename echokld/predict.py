@@ -5,8 +5,9 @@
 
 Writes a mask per frame in the input's format and geometry, a contour overlay and
 areas.csv (echokld.infer); with several members (runs x test-time views) an uncertainty
-map per frame, disagreement scores and, given a threshold, a qc_flag (echokld.infer.qc). Bad files are reported one line each and skipped; the exit code
-is 2 if any failed. Details: docs/PREDICT.md.
+map per frame, disagreement scores and, given a threshold, a qc_flag (echokld.infer.qc).
+Bad files are reported one line each and skipped; the exit code is 2 if any failed.
+Details: docs/PREDICT.md.
 """
 
 from __future__ import annotations
