@@ -212,6 +212,8 @@ def main(argv=None) -> None:
   parser.add_argument("--csv_dir", type=pathlib.Path, default=None)
   parser.add_argument("--batch_size", type=int, default=8)
   args = parser.parse_args(argv)
+  if args.batch_size < 1 or not 0 < args.dice_cut <= 1:
+    parser.error("--batch_size must be >= 1 and --dice_cut in (0, 1]")
 
   runs = [runs_lib.load_run(w, args.batch_size, args.tta) for w in args.workdir]
   members = qc.count_members(runs)
