@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-from echokld import cli
+from echokld import cli, hostcpu
 from echokld.errors import InputError
 from echokld.data.augment import TTA_MODES
 from echokld.infer import io, loops, qc, segment
@@ -46,6 +46,8 @@ def define_flags() -> None:
   flags.DEFINE_string("qc_calibration", None, "JSON of experiments/qc_flag.py giving the "
                       "score and threshold of qc_flag (instead of --qc_threshold).")
   flags.DEFINE_enum("qc_score", qc.DEFAULT_SCORE, qc.SCORES, "Score qc_flag thresholds.")
+  flags.DEFINE_integer("cpu_devices", None, "On a CPU: JAX devices to split the host into "
+                       "(1 = off; default one per core dividing --batch_size).")
   flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
@@ -76,6 +78,10 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.quiet_unless_verbosity_given()
+  try:
+    hostcpu.use_host_devices(FLAGS.cpu_devices, FLAGS.batch_size)
+  except ValueError as exc:
+    cli.fail(f"--cpu_devices: {exc}")
   try:
     settings = qc_settings()
     inputs = io.find_inputs(FLAGS.input, exclude=FLAGS.output)

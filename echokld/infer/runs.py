@@ -26,7 +26,7 @@ from echokld.data import augment, pipeline
 from echokld.errors import InputError
 from echokld.objectives import conditioning
 from echokld.train import build as build_lib
-from echokld.train import checkpoints
+from echokld.train import checkpoints, mesh
 from echokld.train import state as state_lib
 from echokld.train import step as step_lib
 
@@ -175,15 +175,18 @@ def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
     params = state_lib.eval_params(restored)  # The EMA when the run kept one.
   finally:
     manager.close()
-  predict = step_lib.make_predict(setup.model, config, batch_size)
-  views = (step_lib.make_predict(setup.model, config, batch_size, views=True)
+  placement = mesh.for_inference(batch_size)
+  predict = step_lib.make_predict(setup.model, config, batch_size, placement.batch_sharding)
+  views = (step_lib.make_predict(setup.model, config, batch_size, placement.batch_sharding,
+                                 views=True)
            if config.augment.tta != "none" else None)  # jit: compiled only when called.
+  params, reference = placement.put(params), placement.put(setup.reference)
 
   def predict_fn(params, images):
-    return predict(params, images, setup.reference)
+    return predict(params, images, reference)
 
   def views_fn(params, images):
-    return views(params, images, setup.reference)
+    return views(params, images, reference)
 
   return Run(workdir, config, preprocessing, summary, step, params, predict_fn, batch_size,
              views_fn if views is not None else None)

@@ -233,7 +233,8 @@ def _train_members(config: ml_collections.ConfigDict, members: list[Member],
 
   chunk_fn = make_group_chunk(first, config, size, placement.batch_sharding, mode)
   end_epoch = state_lib.make_end_epoch(first.plateau, config.train)
-  predict = step_lib.make_predict(first.model, config, config.train.eval_batch_size)
+  predict = step_lib.make_predict(first.model, config, config.train.eval_batch_size,
+                                  placement.sharding_for(config.train.eval_batch_size))
   val_dice_fn = jax.jit(lambda p, r, x, y, i: hard_dice(predict(p, x[i], r), y[i]).mean())
   by_path = {m.run.path: k for k, m in enumerate(members)}
 

@@ -120,11 +120,14 @@ def make_train_chunk(model: Any, tx: optax.GradientTransformation, config: Any,
   return jax.jit(chunk_of_steps(one_step), static_argnames="num_steps", donate_argnums=0)
 
 
-def make_predict(model: Any, config: Any, batch_size: int, views: bool = False) -> Callable:
+def make_predict(model: Any, config: Any, batch_size: int, batch_sharding: Any = None,
+                 views: bool = False) -> Callable:
   """Returns jit(predict)(params, images_u8, reference) -> probabilities (N, H, W).
 
-  Batched by lax.map in `batch_size` frames. `reference` is the run's training-set fit,
-  injected by Models 6-7 (echokld.objectives.conditioning); other models ignore it.
+  Batched by lax.map in `batch_size` frames; `batch_sharding` (train.mesh) splits each batch
+  over the devices, as training does, instead of every device predicting every frame.
+  `reference` is the run's training-set fit, injected by Models 6-7
+  (echokld.objectives.conditioning); other models ignore it.
   config.augment.tta averages test-time views (echokld.data.augment; "none" by default).
   With `views`, predict returns (that average, the views' own (N, V, H, W) probabilities),
   the members of a test-time ensemble (echokld.infer.qc).
@@ -143,6 +146,8 @@ def make_predict(model: Any, config: Any, batch_size: int, views: bool = False) 
       return jax.nn.sigmoid(model.apply({"params": params}, x, inject)["logits"][..., 0])
 
     def run(batch):
+      if batch_sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
       if not views:
         return augment.test_time_average(probs_of, to_unit(batch), config.augment.tta)
       each = augment.test_time_views(probs_of, to_unit(batch), config.augment.tta)
