@@ -16,7 +16,7 @@ from conftest import ROOT, tiny_config
 from echokld.data import pipeline, synthetic
 from echokld.errors import InputError
 from echokld.evaluation import qc_stats
-from echokld.infer import qc
+from echokld.infer import qc, segment
 from echokld.infer import runs as runs_lib
 from echokld.train import loop
 
@@ -179,11 +179,13 @@ def test_predict_tta_scores_map_and_qc_flag(workdir, data_root, tmp_path):
         spread, pipeline.undo_geometry(qc.uncertainty_map(members)[i], prepared[i][1]))
   assert f"{sum(r['qc_flag'] == '1' for r in rows)} flagged" in result.stdout
   # The same run twice: identical members, so every score is 0 and nothing is flagged.
+  plain = runs_lib.load_run(workdir, batch_size=4)
+  inputs = [(str(src / f"{case}.png"), "") for case in cases]
   out2 = tmp_path / "out2"
-  result = run_cli(f"--workdir={workdir}", f"--workdir={workdir}", f"--input={src}",
-                   f"--output={out2}", "--qc_threshold=0")
-  assert result.returncode == 0, result.stderr
-  for row in read_areas(out2 / "areas.csv"):
+  rows, failures = segment.segment_files([plain, plain], inputs, str(out2), batch_size=4,
+                                         qc_settings=qc.Settings(threshold=0.0))
+  assert failures == 0 and [r["frame"] for r in read_areas(out2 / "areas.csv")] == cases
+  for row in rows:
     assert (row["mask_disagreement"], row["disagreement"], row["qc_flag"]) == \
         ("0.0000", "0.0000", "0")
   # The score and threshold of a calibration file (experiments/qc_flag.py writes them).
