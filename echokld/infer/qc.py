@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from echokld.cli import one_line
+from echokld.data import augment
 from echokld.errors import InputError
 from echokld.infer.runs import THRESHOLD, member_disagreement
 
@@ -71,7 +72,7 @@ def member_views(runs: Sequence[Any], images: np.ndarray) -> tuple[np.ndarray, n
 
 def count_members(runs: Sequence[Any]) -> int:
   """Members of an ensemble: each run counts its test-time views."""
-  views = {"none": 1, "flip": 2, "affine": 5}
+  views = {"none": 1, "flip": 2, "affine": 1 + len(augment.TTA_AFFINE_VIEWS)}
   return sum(views.get(getattr(run, "tta", "none"), 1) for run in runs)
 
 
