@@ -25,8 +25,9 @@ flags.DEFINE_string("workdir", None, "Run directory (default runs/<config name>)
                     "several --seeds it must contain {seed}.")
 flags.DEFINE_string("seeds", None, "Train these seeds as one replica group: '0,1,2' or '0-3' "
                     "(default: config.seed alone).")
-flags.DEFINE_enum("replica_mode", "unroll", ("unroll", "hybrid", "vmap"),
-                  "How one step runs over a group's replicas (BENCHMARKS.md).")
+flags.DEFINE_enum("replica_mode", "unroll", ("unroll", "hybrid", "vmap", "devices"),
+                  "How one step runs over a group's replicas (BENCHMARKS.md); devices: "
+                  "the seeds spread over the devices instead of each batch.")
 flags.DEFINE_bool("distributed", False, "Multi-process run: jax.distributed.initialize() before "
                   "any device use (auto-detected on SLURM, Open MPI, Kubernetes, Cloud TPU).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -99,3 +100,35 @@ def test_prediction_split_over_two_devices_gives_the_one_device_probabilities(tm
   assert two.shape == one.shape == (6, 32, 32)
   np.testing.assert_allclose(two, one, atol=1e-5)
   assert 0.01 < one.std()  # Not a constant map, so the comparison means something.
+
+
+_GROUP_ON_TWO = """
+import sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+from conftest import tiny_config
+from echokld.train import loop
+config = tiny_config("dice", **{"train.max_epochs": 2})
+loop.train(config, [sys.argv[1] + "/seed0", sys.argv[1] + "/seed1"], (0, 1), "devices")
+"""
+
+
+def _metric_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [(r["epoch"], r["val_dice"], r["train_total"]) for r in rows]
+
+
+def test_seeds_spread_over_devices_train_as_their_single_runs(tmp_path):
+  done = subprocess.run([sys.executable, "-c", _GROUP_ON_TWO, str(tmp_path / "group")],
+                        cwd=os.path.join(ROOT, "tests"), capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  for seed in (0, 1):
+    single = str(tmp_path / f"single{seed}")
+    loop.train_and_evaluate(tiny_config("dice", seed=seed, **{"train.max_epochs": 2}), single)
+    group_rows = _metric_rows(str(tmp_path / "group" / f"seed{seed}"))
+    single_rows = _metric_rows(single)
+    assert [r[0] for r in group_rows] == [r[0] for r in single_rows] == [1, 2]
+    np.testing.assert_allclose([r[1:] for r in group_rows], [r[1:] for r in single_rows],
+                               rtol=1e-5)
