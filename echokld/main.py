@@ -15,7 +15,7 @@ import re
 from absl import app, flags
 from ml_collections import config_flags
 
-from echokld import cli
+from echokld import cli, hostcpu
 from echokld.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -25,14 +25,17 @@ flags.DEFINE_string("workdir", None, "Run directory (default runs/<config name>)
                     "several --seeds it must contain {seed}.")
 flags.DEFINE_string("seeds", None, "Train these seeds as one replica group: '0,1,2' or '0-3' "
                     "(default: config.seed alone).")
-flags.DEFINE_enum("replica_mode", "unroll", ("unroll", "hybrid", "vmap"),
-                  "How one step runs over a group's replicas (BENCHMARKS.md).")
+flags.DEFINE_enum("replica_mode", "unroll", ("unroll", "hybrid", "vmap", "devices"),
+                  "How one step runs over a group's replicas (BENCHMARKS.md); devices: "
+                  "the seeds spread over the devices instead of each batch.")
 flags.DEFINE_bool("distributed", False, "Multi-process run: jax.distributed.initialize() before "
                   "any device use (auto-detected on SLURM, Open MPI, Kubernetes, Cloud TPU).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (implies "
                     "--distributed; default $JAX_COORDINATOR_ADDRESS or auto-detected).")
 flags.DEFINE_integer("num_processes", None, "Processes of the run (implies --distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index (implies --distributed).")
+flags.DEFINE_integer("cpu_devices", None, "On a CPU: JAX devices to split the host into (1 = "
+                     "off; default one per core dividing the batch; echokld.hostcpu).")
 
 
 def _unknown_key(exc: Exception, argv: list[str]) -> str:
@@ -108,6 +111,11 @@ def workdirs(seeds: list[int] | None) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    hostcpu.use_host_devices(FLAGS.cpu_devices, FLAGS.config.train.batch_size,
+                             FLAGS.config.train.data_parallel)
+  except ValueError as exc:
+    cli.fail(f"--cpu_devices: {exc}")
   init_distributed()
   from echokld.errors import TrainingDiverged
   from echokld.train import loop  # Imported after flag parsing: it pulls in JAX.

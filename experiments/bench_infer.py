@@ -23,20 +23,21 @@ import jax
 import numpy as np
 
 import benchmark  # Beside this script.
-from echokld import registry
-from echokld.train import build, step as step_lib
+from echokld import hostcpu, registry
+from echokld.train import build, mesh, step as step_lib
 
 
 def ours(model_name: str, shape: tuple[int, int], batch: int) -> Callable[[], float]:
   config = registry.load_config_module(model_name).get_config()
   setup = build.build(config, shape)
-  predict = step_lib.make_predict(setup.model, config, batch)
-  frames = jax.device_put(benchmark.synthetic_batch(shape, batch).images[:batch])
-  params = setup.state.params
+  placement = mesh.for_inference(batch)  # As echokld.predict places it.
+  predict = step_lib.make_predict(setup.model, config, batch, placement.batch_sharding)
+  frames = benchmark.synthetic_batch(shape, batch).images[:batch]
+  params, reference = placement.put(setup.state.params), placement.put(setup.reference)
 
   def call() -> float:
     t0 = time.perf_counter()
-    jax.block_until_ready(predict(params, frames, setup.reference))
+    jax.block_until_ready(predict(params, frames, reference))
     return time.perf_counter() - t0
 
   return call
@@ -76,8 +77,11 @@ def main() -> None:
   parser.add_argument("--batches", default="1,8")
   parser.add_argument("--model", default="dice")
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--cpu_devices", type=int, default=None,
+                      help="CPU devices (echokld.hostcpu; default one per core, as predict)")
   args = parser.parse_args()
-  print(f"# {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+  hostcpu.use_host_devices(args.cpu_devices)  # Before JAX starts its backend.
+  print(f"# {jax.device_count()} {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, load "
         f"{os.getloadavg()[0]:.2f}\n")

@@ -46,17 +46,20 @@ def child(args: argparse.Namespace) -> None:
   state, _ = chunk(state, images, masks, aux, jnp.int32(0), num_steps=1)
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - t0
-  times = []
+  times, cpu = [], []
   for i in range(args.steps + 2):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     state, terms = chunk(state, images, masks, aux, jnp.int32(i % 4), num_steps=1)
     jax.block_until_ready((state, terms))
     times.append(time.perf_counter() - t0)
+    cpu.append(time.process_time() - c0)
   step_s = statistics.median(times[2:])
+  cores_busy = sum(cpu[2:]) / sum(times[2:])
   print("RESULT " + json.dumps({"devices": n, "step_s": step_s,
                                 "images_per_s": args.batch / step_s,
                                 "first_call_s": compile_s,
-                                "visible_devices": jax.device_count()}))
+                                "visible_devices": jax.device_count(),
+                                "cores_busy": cores_busy}))
 
 
 def main() -> None:

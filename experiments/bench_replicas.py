@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import benchmark  # Beside this script.
-from echokld import registry
-from echokld.train import build, loop, replicate, step as step_lib
+from echokld import hostcpu, registry
+from echokld.train import build, loop, mesh, replicate, step as step_lib
 
 
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
@@ -48,11 +48,13 @@ def setup(model_name: str, shape: tuple[int, int], batch: int, size: int,
   config.train.batch_size = batch
   split = benchmark.synthetic_batch(shape, max(batch, 4))
   setups = [build.build(config, shape, seed=k) for k in range(size)]
-  fresh = [s.state for s in setups]
-  images, masks = jax.device_put(split.images), jax.device_put(split.masks)
-  perm = jnp.arange(len(split))
-  aux = ((perm, jnp.int32(1), jnp.zeros(3)),) * size
-  single = step_lib.make_train_chunk(setups[0].model, setups[0].tx, config)
+  placement = mesh.setup(config.train)  # As a run places it: each batch over the devices.
+  fresh = [placement.put(s.state) for s in setups]
+  images, masks = placement.put(split.images), placement.put(split.masks)
+  perm = placement.put(np.arange(len(split), dtype=np.int32))
+  aux = ((perm, jnp.int32(1), placement.put(np.zeros(3, np.float32))),) * size
+  single = step_lib.make_train_chunk(setups[0].model, setups[0].tx, config,
+                                     placement.batch_sharding)
   singles = list(fresh)
 
   def sequential() -> None:
@@ -62,7 +64,7 @@ def setup(model_name: str, shape: tuple[int, int], batch: int, size: int,
 
   timers = {"sequential": lambda: timed(sequential)}
   for mode in modes:
-    chunk = loop.make_group_chunk(setups[0], config, size, None, mode)
+    chunk = loop.make_group_chunk(setups[0], config, size, placement.batch_sharding, mode)
     box = [tuple(jax.tree_util.tree_map(jnp.copy, state) for state in fresh)]
 
     def grouped(chunk=chunk, box=box) -> None:
@@ -104,10 +106,15 @@ def main() -> None:
   parser.add_argument("--modes", default=",".join(replicate.MODES))
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--profile", default="", help="trace directory: also profile each program")
+  parser.add_argument("--cpu_devices", type=int, default=None,
+                      help="CPU devices (echokld.hostcpu; default one per core dividing "
+                           "--batch, as a run does)")
   args = parser.parse_args()
+  hostcpu.use_host_devices(args.cpu_devices, args.batch)  # Before JAX starts its backend.
   shape = tuple(int(v) for v in args.size.split(","))
   modes = args.modes.split(",")
-  print(f"# {args.model}, batch {args.batch}, {shape[0]}x{shape[1]}, {jax.devices()[0]}, "
+  print(f"# {args.model}, batch {args.batch}, {shape[0]}x{shape[1]}, "
+        f"{jax.device_count()} x {jax.devices()[0]}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__}, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
   print("| S | program | median s per S steps | images/s | ratio to sequential "

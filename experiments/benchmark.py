@@ -35,10 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import roofline  # Beside this script.
-from echokld import registry
+from echokld import hostcpu, registry
 from echokld.data import pipeline, synthetic
 from echokld.objectives import conditioning
-from echokld.train import build, step as step_lib
+from echokld.train import build, mesh, step as step_lib
 
 
 @dataclasses.dataclass
@@ -60,9 +60,10 @@ def synthetic_batch(shape: tuple[int, int], frames: int) -> pipeline.ArraySplit:
 
 
 def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: int = 1,
-               dtype: str = "float32", augment: bool = False) -> Runner:
+               dtype: str = "float32", augment: bool = False, devices: int = 1) -> Runner:
   """A model's jitted train step (the trainer's own) on synthetic echo; `augment` turns on
-  every on-device augmentation (speckle and blur included)."""
+  every on-device augmentation (speckle and blur included); `devices` > 1 splits each batch
+  over that many devices (echokld.train.mesh, as a run does)."""
   config = registry.load_config_module(model_name).get_config()
   config.train.batch_size, config.train.compute_dtype = batch, dtype
   if augment:
@@ -72,11 +73,14 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
                                              family=config.loss.family)
                if conditioning.needs_reference(config) else None)
   setup = build.build(config, shape, reference)
-  box = [setup.state]
-  chunk = step_lib.make_train_chunk(setup.model, setup.tx, config)
-  images, masks = jax.device_put(split.images), jax.device_put(split.masks)
-  perm = jnp.arange(len(split))
-  args = (images, masks, (perm, jnp.int32(per_call), setup.reference), jnp.int32(0))
+  placement = (mesh.Placement(mesh.make_mesh(jax.devices()[:devices])) if devices > 1
+               else mesh.Placement())
+  box = [placement.put(setup.state)]
+  chunk = step_lib.make_train_chunk(setup.model, setup.tx, config, placement.batch_sharding)
+  images, masks = placement.put(split.images), placement.put(split.masks)
+  perm = placement.put(np.arange(len(split), dtype=np.int32))
+  args = (images, masks, (perm, jnp.int32(per_call), placement.put(setup.reference)),
+          jnp.int32(0))
   compiled = chunk.lower(box[0], *args, num_steps=per_call).compile()
   analysis = compiled.memory_analysis()
   program_bytes = None if analysis is None else int(
@@ -95,7 +99,8 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
   t0 = time.perf_counter()
   step()
   name = model_name + (f"@{per_call}" if per_call > 1 else "") + \
-      ("/bf16" if dtype == "bfloat16" else "") + ("+augment" if augment else "")
+      ("/bf16" if dtype == "bfloat16" else "") + ("+augment" if augment else "") + \
+      (f" ({devices} CPU devices)" if devices > 1 else "")
   return Runner(name, step, time.perf_counter() - t0, program_bytes, compiled.as_text(),
                 flops, bytes_accessed)
 
@@ -171,7 +176,9 @@ def bench_size(shape: tuple[int, int], args: argparse.Namespace) -> list[dict]:
       for model_name in args.models.split(","):
         if dtype != "float32" and model_name != args.models.split(",")[0]:
           continue  # Mixed precision is timed on the first model only.
-        runners.append(jax_runner(model_name, shape, args.batch, per_call, dtype))
+        for devices in args.device_counts:
+          runners.append(jax_runner(model_name, shape, args.batch, per_call, dtype,
+                                    devices=devices))
   notes: list[str] = []
   times = time_rows(runners, args.steps)
   # The MONAI rows start only after the JAX rows are timed: torch's OpenMP threads keep
@@ -262,7 +269,18 @@ def main() -> None:
   parser.add_argument("--peaks", default="auto",
                       help="roofline peaks: auto (datasheet for known GPUs, else measured), "
                            "measured, or TFLOPS,GBPS (e.g. 67,3350)")
+  parser.add_argument("--cpu_devices", type=int, default=None,
+                      help="CPU devices to split the host into (echokld.hostcpu; default one "
+                           "per core dividing --batch, as a run does)")
+  parser.add_argument("--device_counts", default="",
+                      help="comma list: time each JAX row on these device counts (default: "
+                           "all devices, the run's default); e.g. 1,2 adds the unsplit row")
   args = parser.parse_args()
+  hostcpu.use_host_devices(args.cpu_devices, args.batch)  # Before JAX starts its backend.
+  args.device_counts = ([int(n) for n in args.device_counts.split(",")] if args.device_counts
+                        else [jax.device_count()])
+  if max(args.device_counts) > jax.device_count() or min(args.device_counts) < 1:
+    sys.exit(f"error: --device_counts: between 1 and the {jax.device_count()} devices")
   args.peaks = device_peaks(args.peaks)
   print(f"# {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

@@ -65,6 +65,31 @@ def aspect_summary(aspects: dict) -> str:
           f"one patient's by up to {largest:.2f}.")
 
 
+# Until experiments/qc_flag.py is run on trained runs: what it will measure (numbers go here).
+QC_SECTION = [
+    "## Quality control flag (not measured yet)",
+    "",
+    "Can the disagreement of a prediction's members (ensemble runs, or one run's test-"
+    "time views) tell which masks are poor, so that a reader checks those first? Nothing "
+    "here has been measured. What will be measured, with runs trained on a camus224 copy "
+    "whose metadata.csv marks train/val/test (so the runs' split.json names the frames):",
+    "",
+    "`python experiments/qc_flag.py --workdir=RUN [--workdir=RUN2 ...] [--tta=flip] "
+    "--data_root=CAMUS224_COPY --out=docs/qc --csv_dir=WORK`",
+    "",
+    "For each score of `echokld/infer/qc.py` (`mask_disagreement`: 1 - mean pairwise Dice"
+    " of the members' masks; `disagreement`: mean per-pixel spread over the members' LV "
+    "union), the threshold maximising Youden's J for detecting Dice < 0.85 is chosen on "
+    "the validation frames and measured on the test frames: sensitivity and specificity "
+    "(counts, Wilson 95% CIs), the score's AUC, and a scatter of score against Dice "
+    "(`docs/qc/qc_flag.md`, `docs/qc/figures/qc_score_vs_dice.png`). Its "
+    "`docs/qc/qc_threshold.json` is what `python -m echokld.predict ... "
+    "--qc_calibration=docs/qc/qc_threshold.json` flags with (`qc_flag` in areas.csv). "
+    "Whether flagged frames also carry larger EF errors is not measured.",
+    "",
+]
+
+
 def model_section(model: dict | None, patients: dict) -> list[str]:
   splits = {s: sum(1 for e in patients.values() if e["split"] == s) for s in ("train", "val")}
   if model is None:
@@ -189,6 +214,7 @@ def render(gt: dict, model: dict | None, landmarks: dict, patients: dict,
       "band of 'myocardium' between the LV and the atrium, and where it runs under the base "
       "the reference annulus is narrower than the LV's basal corners.", "",
       *model_section(model, patients),
+      *QC_SECTION,
       "## Caveats", "",
       "- Single plane: CAMUS's reference is biplane; these are 2CH-only estimates.",
       "- 95 patients, all from the official training and validation subgroups.",

@@ -14,6 +14,10 @@ import pytest
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "echokld-test-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# CLI runs in subprocesses split the CPU into one JAX device per core by default
+# (echokld.hostcpu); the suite pins one device so that its recorded numbers do not depend on
+# the machine's core count. tests/test_hostcpu.py checks the default split itself.
+os.environ.setdefault("ECHOKLD_CPU_DEVICES", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The benchmarks' helpers (experiments/roofline.py) are tested too; experiments/ is scripts,

@@ -104,28 +104,42 @@ TTA_AFFINE_VIEWS = ((5.0, 1.0, 0.0, 0.0), (-5.0, 1.0, 0.0, 0.0), (0.0, 1.05, 0.0
                     (0.0, 0.95, 0.0, 0.0))
 
 
-def test_time_average(predict_probs: Any, images: Array, mode: str) -> Array:
-  """Probabilities averaged over the identity and `mode`'s views, each mapped back.
+def test_time_views(predict_probs: Any, images: Array, mode: str) -> list[Array]:
+  """The probabilities of the identity and of each of `mode`'s views, each mapped back.
+
+  Each view is one member of a test-time ensemble: their spread is a measure of how
+  unsure the model is (echokld.infer.qc).
 
   Args:
     predict_probs: (B, H, W, 1) images in [0, 1] -> (B, H, W) probabilities.
     images: (B, H, W, 1) in [0, 1].
-    mode: "none", "flip" (left-right mirror: 2 forward passes) or "affine"
-      (TTA_AFFINE_VIEWS about the apex, probabilities warped back bilinearly: 5 passes).
+    mode: "none" (1 view), "flip" (left-right mirror: 2 views) or "affine"
+      (TTA_AFFINE_VIEWS about the apex, probabilities warped back bilinearly: 5 views).
   """
-  probs = predict_probs(images)
-  if mode == "none":
-    return probs
-  if mode == "flip":
-    return 0.5 * (probs + predict_probs(images[:, :, ::-1])[:, :, ::-1])
-  if mode != "affine":
+  if mode not in TTA_MODES:
     raise ValueError(f"unknown test-time augmentation {mode!r} ({', '.join(TTA_MODES)})")
-  total = probs
-  for degrees, scale, d_row, d_col in TTA_AFFINE_VIEWS:
-    matrix, shift = similarity(jnp.deg2rad(jnp.float32(degrees)), jnp.float32(scale),
-                               jnp.array([d_row, d_col], jnp.float32))
-    inverse = jnp.linalg.inv(matrix)
-    moved = jax.vmap(lambda im: warp(im, matrix, shift))(images[..., 0])[..., None]
-    back = jax.vmap(lambda p: warp(p, inverse, -inverse @ shift))(predict_probs(moved))
-    total = total + back
-  return total / (1 + len(TTA_AFFINE_VIEWS))
+  views = [predict_probs(images)]
+  if mode == "flip":
+    views.append(predict_probs(images[:, :, ::-1])[:, :, ::-1])
+  elif mode == "affine":
+    for degrees, scale, d_row, d_col in TTA_AFFINE_VIEWS:
+      matrix, shift = similarity(jnp.deg2rad(jnp.float32(degrees)), jnp.float32(scale),
+                                 jnp.array([d_row, d_col], jnp.float32))
+      inverse = jnp.linalg.inv(matrix)
+      moved = jax.vmap(lambda im, m=matrix, s=shift: warp(im, m, s))(images[..., 0])[..., None]
+      views.append(jax.vmap(lambda p, m=inverse, s=-inverse @ shift: warp(p, m, s))(
+          predict_probs(moved)))
+  return views
+
+
+def mean_of_views(views: list[Array]) -> Array:
+  """The views' average, summed in order (the exact numbers of test_time_average)."""
+  total = views[0]
+  for view in views[1:]:
+    total = total + view
+  return total if len(views) == 1 else total / len(views)
+
+
+def test_time_average(predict_probs: Any, images: Array, mode: str) -> Array:
+  """Probabilities averaged over the identity and `mode`'s views (test_time_views)."""
+  return mean_of_views(test_time_views(predict_probs, images, mode))

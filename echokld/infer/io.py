@@ -32,7 +32,7 @@ MHD_EXTENSIONS = (".mhd",)
 IMAGE_EXTENSIONS = tuple(folder.IMAGE_EXTENSIONS)
 EXTENSIONS = NIFTI_EXTENSIONS + MHD_EXTENSIONS + dicom.EXTENSIONS + IMAGE_EXTENSIONS
 # Stems a folder walk skips: CAMUS ground truth and sequences, and this tool's own outputs.
-SKIPPED_STEM = re.compile(r"(_gt|sequence|_mask|_overlay)$", re.IGNORECASE)
+SKIPPED_STEM = re.compile(r"(_gt|sequence|_mask|_overlay|_uncertainty)$", re.IGNORECASE)
 # JPEG is lossy: 0/1 masks of JPEG inputs are written as PNG; so are DICOM inputs' masks.
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 PNG_MASK_EXTENSIONS = LOSSY_EXTENSIONS + dicom.EXTENSIONS
@@ -265,8 +265,9 @@ def area_row(frame: Frame, mask: np.ndarray, disagreement: float = float("nan")
           "disagreement": "" if np.isnan(disagreement) else f"{disagreement:.4f}"}
 
 
-def write_areas(rows: Sequence[dict[str, Any]], path: str) -> None:
+def write_areas(rows: Sequence[dict[str, Any]], path: str,
+                columns: Sequence[str] = AREA_COLUMNS) -> None:
   with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=AREA_COLUMNS)
+    writer = csv.DictWriter(f, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)

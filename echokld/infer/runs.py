@@ -22,11 +22,11 @@ import numpy as np
 
 from echokld import registry
 from echokld.cli import one_line
-from echokld.data import pipeline
+from echokld.data import augment, pipeline
 from echokld.errors import InputError
 from echokld.objectives import conditioning
 from echokld.train import build as build_lib
-from echokld.train import checkpoints
+from echokld.train import checkpoints, mesh
 from echokld.train import state as state_lib
 from echokld.train import step as step_lib
 
@@ -57,11 +57,12 @@ class Run:
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict,
                preprocessing: dict, summary: dict | None, step: int, params: Any,
-               predict_fn: Any, batch_size: int):
+               predict_fn: Any, batch_size: int, views_fn: Any = None):
     self.workdir, self.config, self.preprocessing = workdir, config, preprocessing
     self.summary, self.step, self.params = summary, step, params
     self.batch_size = batch_size
-    self._predict = predict_fn
+    self._predict, self._views = predict_fn, views_fn
+    self.tta = str(config.augment.tta)
     self.image_shape = tuple(int(v) for v in preprocessing["image_shape"])
     self.resize = bool(preprocessing["resize"])
     self.train_frames = train_frame_range(preprocessing)
@@ -76,17 +77,34 @@ class Run:
     Frames go to the device in chunks of exactly `batch_size` (the last one zero-padded),
     so every call reuses one compiled program.
     """
+    return self._chunked(self._predict, images)
+
+  def predict_views(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(predict_probs(images), (N, V, H, W) probabilities of each test-time view).
+
+    The V views of config.augment.tta (1 for "none") are the run's members in quality
+    control (echokld.infer.qc); their average is exactly predict_probs.
+    """
+    if self._views is None:
+      probs = self.predict_probs(images)
+      return probs, probs[:, None]
+    return self._chunked(self._views, images)
+
+  def _chunked(self, fn: Any, images: np.ndarray) -> Any:
     images = np.asarray(images)
     if images.ndim != 3 or images.shape[1:] != self.image_shape or images.dtype != np.uint8:
       raise ValueError(f"expected uint8 frames of shape (N, {self.image_shape[0]}, "
                        f"{self.image_shape[1]}), got {images.dtype} {images.shape}")
-    out = np.empty(images.shape, np.float32)
-    for start in range(0, len(images), self.batch_size):
+    parts = []
+    for start in range(0, max(len(images), 1), self.batch_size):  # No frame: shapes only.
       chunk = images[start:start + self.batch_size]
       padded = np.zeros((self.batch_size,) + self.image_shape, np.uint8)
       padded[:len(chunk)] = chunk
-      out[start:start + len(chunk)] = np.asarray(self._predict(self.params, padded))[:len(chunk)]
-    return out
+      out = fn(self.params, padded)
+      parts.append([np.asarray(x, np.float32)[:len(chunk)]
+                    for x in (out if isinstance(out, tuple) else (out,))])
+    out = [np.concatenate(leaves) for leaves in zip(*parts)]
+    return out[0] if len(out) == 1 else tuple(out)
 
   def quality_dice(self, quality: str | None) -> float | None:
     """The run's Dice on `quality` frames (summary val, else test, by_quality), if recorded."""
@@ -100,8 +118,12 @@ class Run:
     return None
 
 
-def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Run:
-  """Restores a run directory's best checkpoint (JSON and orbax only; nothing unpickled)."""
+def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
+             tta: str | None = None) -> Run:
+  """Restores a run directory's best checkpoint (JSON and orbax only; nothing unpickled).
+
+  `tta` ("none", "flip", "affine") replaces the run's own config.augment.tta.
+  """
   workdir = os.fspath(workdir)
   if not os.path.isdir(workdir):
     raise InputError(workdir, "run directory does not exist")
@@ -111,6 +133,11 @@ def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -
   if not isinstance(config_dict, dict) or not isinstance(preprocessing, dict):
     raise InputError(workdir, "config.json and preprocessing.json must hold JSON objects")
   config = ml_collections.ConfigDict(registry.upgrade(config_dict))
+  if tta is not None:
+    if tta not in augment.TTA_MODES:
+      raise InputError("--tta", f"unknown test-time augmentation {tta!r} "
+                       f"({', '.join(augment.TTA_MODES)})")
+    config.augment.tta = tta
   summary = _read_json(os.path.join(workdir, "summary.json"), required=False)
   try:
     image_shape = tuple(int(v) for v in preprocessing["image_shape"])
@@ -148,12 +175,21 @@ def load_run(workdir: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -
     params = state_lib.eval_params(restored)  # The EMA when the run kept one.
   finally:
     manager.close()
-  predict = step_lib.make_predict(setup.model, config, batch_size)
+  placement = mesh.for_inference(batch_size)
+  predict = step_lib.make_predict(setup.model, config, batch_size, placement.batch_sharding)
+  views = (step_lib.make_predict(setup.model, config, batch_size, placement.batch_sharding,
+                                 views=True)
+           if config.augment.tta != "none" else None)  # jit: compiled only when called.
+  params, reference = placement.put(params), placement.put(setup.reference)
 
   def predict_fn(params, images):
-    return predict(params, images, setup.reference)
+    return predict(params, images, reference)
 
-  return Run(workdir, config, preprocessing, summary, step, params, predict_fn, batch_size)
+  def views_fn(params, images):
+    return views(params, images, reference)
+
+  return Run(workdir, config, preprocessing, summary, step, params, predict_fn, batch_size,
+             views_fn if views is not None else None)
 
 
 def check_compatible(runs: Sequence[Run]) -> tuple[tuple[int, int], bool]:

@@ -17,10 +17,10 @@ from echokld.cli import one_line
 from echokld.clinical import volumes
 from echokld.data import pipeline
 from echokld.errors import InputError
-from echokld.infer import dicom, io, outputs
+from echokld.infer import dicom, io, outputs, qc
 from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, WARN_SCALE, Run,
-                                check_compatible, combine, member_disagreement, member_probs,
-                                member_weights, prepare, size_outlier)
+                                check_compatible, combine, member_weights, prepare,
+                                size_outlier)
 
 
 AREAS = "areas.csv"
@@ -39,11 +39,14 @@ def _report(exc: Exception, path: str) -> None:
 
 def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_dir: str,
                   gating: str = "mean", batch_size: int = DEFAULT_BATCH_SIZE,
-                  overwrite: bool = False) -> tuple[list[dict[str, Any]], int]:
+                  overwrite: bool = False, qc_settings: qc.Settings | None = None
+                  ) -> tuple[list[dict[str, Any]], int]:
   """Segments (path, sub-folder) inputs into out_dir; returns (areas rows, failures).
 
   Nothing is written outside out_dir and nothing there is replaced unless `overwrite`
-  (infer.outputs); an existing areas.csv is refused before any work.
+  (infer.outputs); an existing areas.csv is refused before any work. With several
+  members (runs x test-time views) each frame also gets its uncertainty map and scores
+  (infer.qc), and a qc_flag when `qc_settings` holds a threshold.
   """
   shape, resize = check_compatible(runs)
   output = outputs.OutputFolder(out_dir, overwrite)
@@ -71,16 +74,20 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
         _report(exc, path)
     if ready:
       weights = member_weights(runs, [frame.quality for frame, _, _ in ready], gating)
-      members = member_probs(runs, np.stack([canvas for _, canvas, _ in ready]))
-      probs, spread = combine(members, weights), member_disagreement(members)
-      for (frame, _, geometry), prob, disagreement in zip(ready, probs, spread):
+      means, members = qc.member_views(runs, np.stack([canvas for _, canvas, _ in ready]))
+      probs, scores = combine(means, weights), qc.frame_scores(members)
+      maps = qc.uncertainty_map(members) if members.shape[1] > 1 else [None] * len(ready)
+      for i, ((frame, _, geometry), prob, spread) in enumerate(zip(ready, probs, maps)):
         mask = pipeline.undo_geometry(prob > THRESHOLD, geometry)
         mask_name, overlay_name = io.output_names(frame)
 
         def write(staging, frame=frame, mask=mask, mask_name=mask_name,
-                  overlay_name=overlay_name):
+                  overlay_name=overlay_name, spread=spread, geometry=geometry):
           io.write_mask(frame, mask, os.path.join(staging, mask_name))
           io.write_overlay(frame, mask, os.path.join(staging, overlay_name))
+          if spread is not None:
+            qc.write_map(pipeline.undo_geometry(spread, geometry),
+                         os.path.join(staging, qc.map_name(frame)))
 
         try:
           output.write(frame.rel_dir, write)
@@ -93,7 +100,9 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
           _report(InputError(os.path.join(out_dir, frame.rel_dir, mask_name),
                              f"cannot write ({one_line(exc)})"), frame.path)
           continue
-        rows.append(io.area_row(frame, mask, disagreement))
+        row = io.area_row(frame, mask, scores["disagreement"][i])
+        row.update(qc.row_values({k: v[i] for k, v in scores.items()}, qc_settings))
+        rows.append(row)
         phase = io.patient_phase(frame, metadata)
         if phase is not None:
           cardiac.append(volumes.FrameMask(phase[0], phase[1], frame.name, mask,
@@ -110,7 +119,8 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
     kind = "note" if note == dicom.COLOUR else "warning"
     text = f"{len(paths)} of {len(inputs)} frames: {note}, e.g. {paths[0]}"
     tqdm.tqdm.write(f"{kind}: {one_line(text, 600)}", file=sys.stderr)
-  output.write("", lambda staging: io.write_areas(rows, os.path.join(staging, AREAS)))
+  columns = io.AREA_COLUMNS + qc.columns(qc_settings)
+  output.write("", lambda staging: io.write_areas(rows, os.path.join(staging, AREAS), columns))
   if cardiac:
     write_volumes(output, cardiac)
   return rows, failures

@@ -73,7 +73,7 @@ def add_replica_flags(parser: argparse.ArgumentParser) -> None:
                       help="Train this many seeds of one model and group at a time in one "
                            "program (echokld.main --seeds).")
   parser.add_argument("--replica_mode", default=None,
-                      help="echokld.main --replica_mode (unroll, hybrid, vmap).")
+                      help="echokld.main --replica_mode (unroll, hybrid, vmap, devices).")
 
 
 def add_protocol_flags(parser: argparse.ArgumentParser) -> None:

@@ -72,9 +72,14 @@ def make_group_chunk(setup: build_lib.Setup, config: Any, size: int, batch_shard
 
   states, auxes and terms are tuples with one entry per run; the states are donated.
   """
+  mesh = None if batch_sharding is None else batch_sharding.mesh
+  if mode == "devices" and (mesh is None or size % mesh.size):
+    mode = DEFAULT_MODE  # One device, or replicas that do not spread evenly: one program.
+  if mode == "devices":
+    batch_sharding = None  # Each replica's batch stays on its own device.
   one = step_lib.make_train_step(setup.model, setup.tx, config, batch_sharding,
                                  masked=size > 1)
-  replicated = replicate(one, (0, None, None, 0, None), mode)
+  replicated = replicate(one, (0, None, None, 0, None), mode, mesh)
 
   def group_step(*args):  # S (state, terms) pairs -> (S states, S terms).
     outs = replicated(*args)
@@ -91,7 +96,7 @@ def _check_group(config: Any, seeds: Sequence[int], workdirs: Sequence[str], mod
     raise InputError("--replica_mode", f"unknown mode {mode!r} ({', '.join(MODES)})")
   if len(seeds) > 1 and jax.process_count() > 1:
     raise InputError("--seeds", "replica groups run in one process")
-  if (len(seeds) > 1 and mode != "unroll" and jax.device_count() > 1 and
+  if (len(seeds) > 1 and mode not in ("unroll", "devices") and jax.device_count() > 1 and
       config.train.data_parallel):
     raise InputError("--replica_mode", f"mode {mode!r} does not combine with data parallelism "
                      f"over {jax.device_count()} devices; use --replica_mode=unroll or "
@@ -233,7 +238,8 @@ def _train_members(config: ml_collections.ConfigDict, members: list[Member],
 
   chunk_fn = make_group_chunk(first, config, size, placement.batch_sharding, mode)
   end_epoch = state_lib.make_end_epoch(first.plateau, config.train)
-  predict = step_lib.make_predict(first.model, config, config.train.eval_batch_size)
+  predict = step_lib.make_predict(first.model, config, config.train.eval_batch_size,
+                                  placement.sharding_for(config.train.eval_batch_size))
   val_dice_fn = jax.jit(lambda p, r, x, y, i: hard_dice(predict(p, x[i], r), y[i]).mean())
   by_path = {m.run.path: k for k, m in enumerate(members)}
 

@@ -65,6 +65,10 @@ class Placement:
     """Sharding of a gathered batch (leading axis over 'data'); None on one device."""
     return None if self.mesh is None else NamedSharding(self.mesh, P(DATA_AXIS))
 
+  def sharding_for(self, batch_size: int) -> NamedSharding | None:
+    """`batch_sharding` when `batch_size` divides over the devices, else None (replicated)."""
+    return self.batch_sharding if batch_size % self.num_devices == 0 else None
+
   def put(self, tree: Any) -> Any:
     """Device arrays of `tree`: `jax.device_put` on one device, else replicated on the mesh."""
     return jax.device_put(tree) if self.mesh is None else replicate(tree, self.mesh)
@@ -73,6 +77,14 @@ class Placement:
 def is_main_process() -> bool:
   """Only process 0 writes files other than checkpoints (orbax coordinates those itself)."""
   return jax.process_index() == 0
+
+
+def for_inference(batch_size: int) -> Placement:
+  """Prediction's placement: the batch split over this process's devices when it divides."""
+  devices = jax.local_devices()
+  if len(devices) == 1 or batch_size % len(devices) or jax.process_count() > 1:
+    return Placement()
+  return Placement(make_mesh(devices))
 
 
 def setup(train_config: Any) -> Placement:

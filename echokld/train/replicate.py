@@ -15,7 +15,7 @@ from jax.extend.core import primitives as jprim
 
 from echokld.errors import InputError
 
-MODES = ("unroll", "hybrid", "vmap")
+MODES = ("unroll", "hybrid", "vmap", "devices")
 DEFAULT_MODE = "unroll"
 
 
@@ -82,8 +82,43 @@ def _hybrid(fn: Callable, in_axes: Sequence[int | None], size: int) -> Callable:
   return batched
 
 
-def replicate(fn: Callable, in_axes: Sequence[int | None], mode: str = DEFAULT_MODE
-              ) -> Callable:
+def _shard_map() -> Callable:
+  """jax.shard_map (jax >= 0.7), else its earlier home in jax.experimental."""
+  if hasattr(jax, "shard_map"):
+    return jax.shard_map
+  from jax.experimental.shard_map import shard_map  # pylint: disable=g-import-not-at-top
+  return shard_map
+
+
+def _over_devices(fn: Callable, in_axes: Sequence[int | None], mesh: Any) -> Callable:
+  """fn over S replicas, S/D of them on each of the mesh's D devices (contiguous blocks).
+
+  The per-replica args are stacked and split over the mesh's one axis; each device runs its
+  own replicas unrolled (no collectives: replicas never talk), shared args are replicated.
+  """
+  axis = mesh.axis_names[0]
+  spec = jax.sharding.PartitionSpec
+
+  def wrapped(*args):
+    size = len(next(a for a, ax in zip(args, in_axes) if ax == 0))
+    stacked = [stack(a) if ax == 0 else a for a, ax in zip(args, in_axes)]
+    specs = tuple(spec(axis) if ax == 0 else spec() for ax in in_axes)
+
+    def local(*block):
+      n = size // mesh.size
+      mine = [unstack(a, n) if ax == 0 else a for a, ax in zip(block, in_axes)]
+      outs = tuple(fn(*[a[k] if ax == 0 else a for a, ax in zip(mine, in_axes)])
+                   for k in range(n))
+      return stack(outs)
+
+    out = _shard_map()(local, mesh=mesh, in_specs=specs, out_specs=spec(axis))(*stacked)
+    return unstack(out, size)
+
+  return wrapped
+
+
+def replicate(fn: Callable, in_axes: Sequence[int | None], mode: str = DEFAULT_MODE,
+              mesh: Any = None) -> Callable:
   """fn over one replica -> fn over S replicas: args with in_axes 0 are tuples holding one
   entry per replica, the others are shared; returns the tuple of the S results.
 
@@ -91,9 +126,14 @@ def replicate(fn: Callable, in_axes: Sequence[int | None], mode: str = DEFAULT_M
   vmap: stacks the replicas and applies jax.vmap; convolutions become grouped convolutions
   (feature_group_count = S), which XLA:CPU runs several times slower than S dense ones.
   hybrid: stacks, vmaps every op except convolutions with per-replica kernels (unrolled).
+  devices: S/D replicas on each of `mesh`'s D devices, unrolled there, all devices at once
+  (S must divide by D; `fn` must not constrain shardings itself; no mesh: one device).
   """
   if mode not in MODES:
     raise InputError("--replica_mode", f"unknown mode {mode!r} ({', '.join(MODES)})")
+  if mode == "devices":
+    mesh = mesh if mesh is not None else jax.sharding.Mesh(jax.devices()[:1], ("replicas",))
+    return _over_devices(fn, in_axes, mesh)
 
   def wrapped(*args):
     size = len(next(a for a, ax in zip(args, in_axes) if ax == 0))

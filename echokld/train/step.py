@@ -120,16 +120,21 @@ def make_train_chunk(model: Any, tx: optax.GradientTransformation, config: Any,
   return jax.jit(chunk_of_steps(one_step), static_argnames="num_steps", donate_argnums=0)
 
 
-def make_predict(model: Any, config: Any, batch_size: int) -> Callable:
+def make_predict(model: Any, config: Any, batch_size: int, batch_sharding: Any = None,
+                 views: bool = False) -> Callable:
   """Returns jit(predict)(params, images_u8, reference) -> probabilities (N, H, W).
 
-  Batched by lax.map in `batch_size` frames. `reference` is the run's training-set fit,
-  injected by Models 6-7 (echokld.objectives.conditioning); other models ignore it.
+  Batched by lax.map in `batch_size` frames; `batch_sharding` (train.mesh) splits each batch
+  over the devices, as training does, instead of every device predicting every frame.
+  `reference` is the run's training-set fit, injected by Models 6-7
+  (echokld.objectives.conditioning); other models ignore it.
   config.augment.tta averages test-time views (echokld.data.augment; "none" by default).
+  With `views`, predict returns (that average, the views' own (N, V, H, W) probabilities),
+  the members of a test-time ensemble (echokld.infer.qc).
   """
 
   @jax.jit
-  def predict(params: Any, images: Array, reference: Array) -> Array:
+  def predict(params: Any, images: Array, reference: Array) -> Any:
     n = images.shape[0]
     padded = -(-n // batch_size) * batch_size
     images = jnp.pad(images, ((0, padded - n), (0, 0), (0, 0)))
@@ -141,8 +146,14 @@ def make_predict(model: Any, config: Any, batch_size: int) -> Callable:
       return jax.nn.sigmoid(model.apply({"params": params}, x, inject)["logits"][..., 0])
 
     def run(batch):
-      return augment.test_time_average(probs_of, to_unit(batch), config.augment.tta)
+      if batch_sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      if not views:
+        return augment.test_time_average(probs_of, to_unit(batch), config.augment.tta)
+      each = augment.test_time_views(probs_of, to_unit(batch), config.augment.tta)
+      return augment.mean_of_views(each), jnp.stack(each, axis=1)
 
-    return jax.lax.map(run, batches).reshape((padded,) + images.shape[1:])[:n]
+    out = jax.lax.map(run, batches)
+    return jax.tree_util.tree_map(lambda x: x.reshape((padded,) + x.shape[2:])[:n], out)
 
   return predict
