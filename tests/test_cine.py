@@ -69,3 +69,24 @@ def test_a_multipage_tiff_is_a_loop(tmp_path):
   assert loops.is_loop(str(tmp_path / "loop.tif"))
   frames, spacing = loops.read_loop(str(tmp_path / "loop.tif"))
   assert frames.shape == (5, 20, 24) and frames[3, 0, 0] == 30 and spacing is None
+
+
+def test_a_camus_mhd_half_sequence_is_a_loop_with_its_spacing(tmp_path):
+  """A 2019-release `_sequence.mhd`: one slice per frame; spacing (x, y) = (cols, rows)."""
+  import SimpleITK as sitk
+  from echokld.infer import loops
+  loop = synthetic.make_beating_sequence(num_frames=8, image_shape=(40, 36))
+  image = sitk.GetImageFromArray(loop["images"])  # (T, rows, cols) -> x = cols, z = frames.
+  image.SetSpacing((0.31, 0.154, 1.0))
+  sitk.WriteImage(image, str(tmp_path / "patient0001_2CH_sequence.mhd"))
+  single = sitk.GetImageFromArray(loop["images"][:1])
+  sitk.WriteImage(single, str(tmp_path / "patient0001_2CH_ED.mhd"))
+  path = str(tmp_path / "patient0001_2CH_sequence.mhd")
+  assert loops.is_loop(path)
+  assert not loops.is_loop(str(tmp_path / "patient0001_2CH_ED.mhd"))
+  frames, spacing = loops.read_loop(path)
+  np.testing.assert_array_equal(frames, loop["images"])
+  assert spacing == pytest.approx((0.154, 0.31))
+  areas = (loop["labels"] == 1).sum(axis=(1, 2)).astype(float)
+  ed, es, _ = cine.find_ed_es(areas)
+  assert abs(ed - loop["ed_frame"]) <= 1 and abs(es - loop["es_frame"]) <= 1

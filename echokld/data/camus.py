@@ -266,7 +266,7 @@ def _patient_frames(patient_dir: pathlib.Path, view: str, release: str, has_gt: 
 def read_nifti(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
   """Reads a CAMUS NIfTI frame; the release stores it (width, depth), so it is transposed."""
   data, spacing = read_nifti_stored(path)
-  if data.ndim != 2:
+  if data.ndim != 2 and not (frames and data.ndim == 3):
     raise InputError(path, f"expected a single 2-D frame, got array shape {data.shape}")
   return files.check_finite(np.ascontiguousarray(data.T), path), spacing
 
@@ -293,8 +293,10 @@ def read_nifti_stored(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, floa
   return data, files.check_spacing((row, col), path)
 
 
-def read_mhd(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
-  """Reads a 2019 .mhd/.raw frame (a 3-D volume with one slice) with SimpleITK."""
+def read_mhd(path: pathlib.Path, frames: bool = False
+             ) -> tuple[np.ndarray, tuple[float, float]]:
+  """Reads a 2019 .mhd/.raw frame (a 3-D volume with one slice) with SimpleITK; with
+  `frames`, a half-sequence too: (T, depth, width), one slice per frame."""
   files.check_mhd_data_file(path)
   reader = sitk.ImageFileReader()
   reader.SetFileName(str(path))
@@ -313,7 +315,7 @@ def read_mhd(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
     raise InputError(path, f"cannot read MetaImage: {_itk_message(e)}") from e
   while data.ndim > 2 and data.shape[0] == 1:
     data = data[0]
-  if data.ndim != 2:
+  if data.ndim != 2 and not (frames and data.ndim == 3):
     raise InputError(path, f"expected a single 2-D frame, got array shape {data.shape}")
   return (files.check_finite(data, path),
           files.check_spacing((float(spacing[1]), float(spacing[0])), path))

@@ -11,15 +11,17 @@ and ES as the largest and smallest LV) and `volumes.csv`.
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 from typing import Any, Sequence
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 from PIL import Image, ImageSequence
 
 from echokld.clinical import cine, volumes
-from echokld.data import files
+from echokld.data import camus, files
 from echokld.errors import InputError
 from echokld.infer import dicom, io, orient, outputs
 from echokld.infer.runs import Run, predict_masks
@@ -28,7 +30,8 @@ TIFF_EXTENSIONS = (".tif", ".tiff")
 
 
 def is_loop(path: str) -> bool:
-  """Whether `path` holds several frames (a NIfTI with a frame axis, a multi-page TIFF)."""
+  """Whether `path` holds several frames (a NIfTI with a frame axis, a multi-page TIFF, a
+  multi-frame DICOM, a .mhd half-sequence)."""
   ext = io.split_ext(os.path.basename(path))[1].lower()
   try:
     if ext in io.NIFTI_EXTENSIONS:
@@ -41,6 +44,11 @@ def is_loop(path: str) -> bool:
         return getattr(image, "n_frames", 1) > 1
     if ext in dicom.EXTENSIONS:
       return dicom.number_of_frames(path) > 1
+    if ext in io.MHD_EXTENSIONS:  # A CAMUS 2019 half-sequence: one slice per frame.
+      reader = sitk.ImageFileReader()
+      reader.SetFileName(path)
+      reader.ReadImageInformation()
+      return reader.GetDimension() == 3 and reader.GetSize()[2] > 1
   except Exception:  # pylint: disable=broad-except  # Unreadable: the frame reader says why.
     return False
   return False
@@ -57,6 +65,10 @@ def read_loop(path: str, notes: list[str] | None = None
     frames, spacing = read.frames, read.spacing_mm
     if notes is not None:
       notes.extend(read.notes)
+  elif ext in io.MHD_EXTENSIONS:
+    frames, spacing = camus.read_mhd(pathlib.Path(path), frames=True)
+    if frames.ndim != 3:
+      raise InputError(path, f"expected (frames, depth, width), got shape {frames.shape}")
   elif ext in io.NIFTI_EXTENSIONS:
     data, spacing = orient.read_nifti(path)  # Reoriented to (width, depth, frames).
     if data.ndim != 3:
@@ -86,7 +98,7 @@ def _write_masks(path: str, masks: np.ndarray, out: str) -> None:
     image.set_data_dtype(np.uint8)
     image.header.set_slope_inter(1.0, 0.0)
     nib.save(image, out)
-  else:  # TIFF and DICOM inputs: a multi-page TIFF (out is named .tif for a DICOM).
+  else:  # TIFF, DICOM and .mhd inputs: a multi-page TIFF (named .tif for DICOM and .mhd).
     pages = [Image.fromarray(m, mode="L") for m in masks]
     pages[0].save(out, save_all=True, append_images=pages[1:])
 
@@ -104,7 +116,7 @@ def segment_loop(runs: Sequence[Run], path: str, out_dir: str, batch_size: int,
     kind = "note" if note == dicom.COLOUR else "warning"
     print(f"{kind}: {path}: {note}", file=sys.stderr, flush=True)
   stem, ext = io.split_ext(os.path.basename(path))
-  mask_ext = ".tif" if ext.lower() in dicom.EXTENSIONS else ext
+  mask_ext = ".tif" if ext.lower() in dicom.EXTENSIONS + io.MHD_EXTENSIONS else ext
   names = [f"{stem}_mask{mask_ext}", f"{stem}_area_curve.csv", f"{stem}_area_curve.png",
            "volumes.csv"]
   output = outputs.OutputFolder(out_dir, overwrite)
