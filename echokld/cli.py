@@ -26,6 +26,14 @@ def fail(message: Any, code: int = 2) -> NoReturn:
   sys.exit(code)
 
 
+def run_script(main: Any) -> None:
+  """Runs a script's `main()`; its InputError becomes one line on stderr and exit code 2."""
+  try:
+    main()
+  except InputError as error:
+    fail(error, error.exit_code)
+
+
 def rewrite_config_flag(argv: list[str]) -> list[str]:
   """argv with its --config value resolved (registry.resolve_config); InputError if not."""
   out = list(argv)

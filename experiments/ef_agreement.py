@@ -20,7 +20,6 @@ import argparse
 import csv
 import math
 import pathlib
-import sys
 
 import matplotlib
 
@@ -30,6 +29,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from echokld import cli  # noqa: E402
 from echokld.clinical import geometry, volumes  # noqa: E402
 from echokld.errors import InputError  # noqa: E402
 
@@ -301,8 +301,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-  try:
-    main()
-  except InputError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(error.exit_code)
+  cli.run_script(main)

@@ -27,7 +27,6 @@ import csv
 import json
 import os
 import pathlib
-import sys
 
 import matplotlib
 
@@ -35,6 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from echokld import cli  # noqa: E402
 from echokld.data import folder, pipeline  # noqa: E402
 from echokld.errors import InputError  # noqa: E402
 from echokld.evaluation import metrics, qc_stats  # noqa: E402
@@ -247,8 +247,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-  try:
-    main()
-  except InputError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(error.exit_code)
+  cli.run_script(main)
