@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from echokld import registry
+from echokld import hostcpu, registry
 from echokld.errors import InputError
 
 
@@ -24,6 +24,15 @@ def one_line(text: Any, limit: int = 300) -> str:
 def fail(message: Any, code: int = 2) -> NoReturn:
   print(f"error: {one_line(message)}", file=sys.stderr)
   sys.exit(code)
+
+
+def use_host_devices(flag_value: int | None, batch_size: int | None = None,
+                     split: bool = True) -> int:
+  """echokld.hostcpu.use_host_devices for a CLI: a bad --cpu_devices is one line, exit 2."""
+  try:
+    return hostcpu.use_host_devices(flag_value, batch_size, split)
+  except ValueError as exc:
+    fail(f"--cpu_devices: {exc}")
 
 
 def run_script(main: Any) -> None:

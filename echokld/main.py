@@ -15,7 +15,7 @@ import re
 from absl import app, flags
 from ml_collections import config_flags
 
-from echokld import cli, hostcpu
+from echokld import cli
 from echokld.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -111,11 +111,8 @@ def workdirs(seeds: list[int] | None) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    hostcpu.use_host_devices(FLAGS.cpu_devices, FLAGS.config.train.batch_size,
-                             FLAGS.config.train.data_parallel)
-  except ValueError as exc:
-    cli.fail(f"--cpu_devices: {exc}")
+  cli.use_host_devices(FLAGS.cpu_devices, FLAGS.config.train.batch_size,
+                       FLAGS.config.train.data_parallel)
   init_distributed()
   from echokld.errors import TrainingDiverged
   from echokld.train import loop  # Imported after flag parsing: it pulls in JAX.

@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-from echokld import cli, hostcpu
+from echokld import cli
 from echokld.errors import InputError
 from echokld.data.augment import TTA_MODES
 from echokld.infer import io, loops, qc, segment
@@ -79,10 +79,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.quiet_unless_verbosity_given()
-  try:
-    hostcpu.use_host_devices(FLAGS.cpu_devices, FLAGS.batch_size)
-  except ValueError as exc:
-    cli.fail(f"--cpu_devices: {exc}")
+  cli.use_host_devices(FLAGS.cpu_devices, FLAGS.batch_size)
   try:
     settings = qc_settings()
     inputs = io.find_inputs(FLAGS.input, exclude=FLAGS.output)

@@ -32,8 +32,7 @@ def child(args: argparse.Namespace) -> None:
   config.train.batch_size = args.batch
   setup = build.build(config, (args.size, args.size))
   state = setup.state
-  placement = (mesh.Placement(mesh.make_mesh(jax.devices()[:n])) if n > 1 else
-               mesh.Placement())
+  placement = mesh.first_devices(n)
   rng = np.random.default_rng(0)
   frames = args.batch * 4
   images = rng.integers(0, 256, (frames, args.size, args.size), dtype=np.uint8)

@@ -73,8 +73,7 @@ def jax_runner(model_name: str, shape: tuple[int, int], batch: int, per_call: in
                                              family=config.loss.family)
                if conditioning.needs_reference(config) else None)
   setup = build.build(config, shape, reference)
-  placement = (mesh.Placement(mesh.make_mesh(jax.devices()[:devices])) if devices > 1
-               else mesh.Placement())
+  placement = mesh.first_devices(devices)
   box = [placement.put(setup.state)]
   chunk = step_lib.make_train_chunk(setup.model, setup.tx, config, placement.batch_sharding)
   images, masks = placement.put(split.images), placement.put(split.masks)

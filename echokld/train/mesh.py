@@ -79,6 +79,11 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def first_devices(count: int) -> Placement:
+  """Data parallel over the first `count` devices (one device: plain placement)."""
+  return Placement(make_mesh(jax.devices()[:count])) if count > 1 else Placement()
+
+
 def for_inference(batch_size: int) -> Placement:
   """Prediction's placement: the batch split over this process's devices when it divides."""
   devices = jax.local_devices()
