@@ -71,6 +71,20 @@ def test_classify_reads_the_protocol_from_config_json():
   paper["train"]["max_epochs"] = 2
   assert protocol.classify("vae", paper) == ("paper", {"train.max_epochs": 2})
   assert protocol.classify("vae", {"seed": 0}) == ("unknown", {})
+  study = json.loads(registry.load_config("vae:cpu_study").to_json())
+  assert protocol.classify("vae", study) == ("cpu_study", {})
+  study["train"]["early_stop_patience"] = 30  # The patience-doubling check's runs.
+  assert protocol.classify("vae", study) == ("cpu_study", {"train.early_stop_patience": 30})
+
+
+def test_cpu_study_protocol_loads_the_study_settings(tmp_path):
+  command = sweep.run_command([("wdecay", 0, "Good")], str(tmp_path), [],
+                              protocol="cpu_study")
+  assert config_flag(command).endswith("wdecay.py:cpu_study")
+  config = registry.load_config(config_flag(command).split("=", 1)[1])
+  assert (config.data.image_size, config.train.batch_size) == (96, 4)
+  assert (config.train.plateau_patience, config.train.early_stop_patience) == (5, 15)
+  assert config.train.max_epochs == 300 and config.train.optimizer == "adamw"
 
 
 @pytest.mark.parametrize("args, culprit", [

@@ -1,11 +1,13 @@
-"""Which training protocol a sweep ran: `quick` (a config's defaults) or `paper` (`:paper`).
+"""Which training protocol a sweep ran: `quick` (a config's defaults), `paper` (`:paper`) or
+`cpu_study` (`:cpu_study`).
 
 `--protocol=paper` makes every run of a sweep load `<config>:paper` (configs/base.py
-apply_paper_protocol: the paper's §3.3 optimiser settings at native resolution). The sweep
-folder records the request in sweep.json, and refuses a second sweep of another protocol
+apply_paper_protocol: the paper's §3.3 optimiser settings at native resolution);
+`--protocol=cpu_study` loads `<config>:cpu_study` (96x96, trained to early stopping). The
+sweep folder records the request in sweep.json, and refuses a second sweep of another protocol
 into the same folder (its finished runs would be skipped as if they were the new ones).
 Each run's config.json holds the settings it really trained with; `describe` compares them
-with the model's own quick and paper configs for the report header.
+with the model's own config under each protocol for the report header.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Sequence
 from echokld import registry
 from echokld.errors import InputError
 
-PROTOCOLS = ("quick", "paper")
+PROTOCOLS = ("quick", "paper", "cpu_study")
 RECORD = "sweep.json"  # In the sweep folder: {"protocol": ...}.
 
 
@@ -29,8 +31,8 @@ def check(protocol: str) -> str:
 
 
 def config_value(config_path: str, protocol: str) -> str:
-  """The `--config` value of a run: the config file, plus ':paper' for the paper protocol."""
-  return config_path + (":paper" if check(protocol) == "paper" else "")
+  """The `--config` value of a run: the config file, plus ':<protocol>' unless `quick`."""
+  return config_path + ("" if check(protocol) == "quick" else ":" + protocol)
 
 
 def read_record(sweep_dir: str) -> dict[str, Any] | None:
@@ -66,29 +68,34 @@ def record(sweep_dir: str, protocol: str) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def reference_settings(model: str) -> tuple[tuple[str, Any, Any], ...]:
-  """(key, quick value, paper value) of every key `:paper` changes in the model's config
-  (base's config for a model that is not registered), JSON-typed like config.json."""
+def reference_settings(model: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+  """(key, (its value under each of PROTOCOLS)) of every key on which the protocols differ,
+  in the model's config (base's config for a model that is not registered), JSON-typed like
+  config.json."""
   spec = registry.get(model)
   name = spec.config_name if spec else "base"
-  quick, paper = (registry.flatten(json.loads(registry.load_config(name + arg).to_json()))
-                  for arg in ("", ":paper"))
-  return tuple((k, quick[k], paper[k]) for k in sorted(quick) if quick[k] != paper.get(k))
+  flat = [registry.flatten(json.loads(registry.load_config(config_value(name, p)).to_json()))
+          for p in PROTOCOLS]
+  keys = sorted(set().union(*flat))
+  return tuple((k, tuple(f.get(k) for f in flat)) for k in keys
+               if len({json.dumps(f.get(k)) for f in flat}) > 1)
 
 
 def classify(model: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
   """(protocol, {key: value differing from it}) of a run's config.json.
 
-  The protocol is the one whose values of the `:paper` keys the run shares most (`quick` on
-  a tie); ('unknown', {}) when config.json records none of those keys (older or foreign runs).
+  The protocol is the one whose values of the protocol keys the run shares most (the first
+  of PROTOCOLS on a tie); ('unknown', {}) when config.json records none of those keys (older
+  or foreign runs).
   """
   flat = registry.flatten(config)
   keys = reference_settings(model)
-  if not any(k in flat for k, _, _ in keys):
+  if not any(k in flat for k, _ in keys):
     return "unknown", {}
-  quick = {k: flat.get(k) for k, q, _ in keys if flat.get(k) != q}
-  paper = {k: flat.get(k) for k, _, p in keys if flat.get(k) != p}
-  return ("paper", paper) if len(paper) < len(quick) else ("quick", quick)
+  differs = [{k: flat.get(k) for k, values in keys if flat.get(k) != values[i]}
+             for i in range(len(PROTOCOLS))]
+  best = min(range(len(PROTOCOLS)), key=lambda i: len(differs[i]))
+  return PROTOCOLS[best], differs[best]
 
 
 def _value(key: str, value: Any) -> str:
@@ -116,8 +123,9 @@ def describe(sweep_dir: str, runs: Sequence[tuple[str, dict[str, Any]]]) -> list
     if kind == "unknown":
       lines.append(f"Protocol of {count}: not recorded in config.json.")
       continue
-    keys = reference_settings(models[0])
-    own = ", ".join(f"{k} = {_value(k, p if kind == 'paper' else q)}" for k, q, p in keys)
+    index = PROTOCOLS.index(kind)
+    own = ", ".join(f"{k} = {_value(k, values[index])}"
+                    for k, values in reference_settings(models[0]))
     text = f"Protocol of {count} (config.json): {kind} ({own})"
     if differs:
       text += ", except " + ", ".join(f"{k} = {v}" for k, v in differs)

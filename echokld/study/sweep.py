@@ -79,8 +79,10 @@ def add_replica_flags(parser: argparse.ArgumentParser) -> None:
 def add_protocol_flags(parser: argparse.ArgumentParser) -> None:
   """--protocol and --paper_models, shared by this script and reproduce_paper.py."""
   parser.add_argument("--protocol", default="quick",
-                      help="quick (the configs' defaults) or paper (each run loads "
-                           "<config>:paper: the paper's §3.3 protocol at native size).")
+                      help="quick (the configs' defaults), paper (each run loads "
+                           "<config>:paper: the paper's §3.3 protocol at native size) or "
+                           "cpu_study (<config>:cpu_study: 96x96, trained to early "
+                           "stopping).")
   parser.add_argument("--paper_models", action="store_true",
                       help="The paper's models per group (Poor without Models 3 and 7); "
                            "replaces --models.")
@@ -175,7 +177,8 @@ def run_command(batch: list[tuple[str, int, str]], out: str, overrides: list[str
                 replica_mode: str | None = None, protocol: str = "quick") -> list[str]:
   """The command of one run, or of a replica group (echokld.main --seeds).
 
-  protocol 'paper' loads `<config>:paper` (configs/base.py apply_paper_protocol).
+  protocol 'paper' loads `<config>:paper` (configs/base.py apply_paper_protocol), and
+  'cpu_study' `<config>:cpu_study`.
   """
   model, seed, group = batch[0]
   spec = registry.get(model)
