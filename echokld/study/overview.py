@@ -19,7 +19,7 @@ import numpy as np
 
 from echokld.errors import InputError
 from echokld.evaluation.test_set import is_empty
-from echokld.study import protocol, stats
+from echokld.study import claims, protocol, stats
 from echokld.study.markdown import (ORDINALS, fmt, md_table, model_order, name, nanmean,
                                     ordered, write_markdown)
 from echokld.study.report import Report
@@ -223,6 +223,7 @@ class Study:
     self.summary()
     self.ranks()
     self.focus()
+    self.md += claims.section({g: r.runs for g, r in self.reports.items()}, self.write_csv)
     self.panels()
     return write_markdown(self.out, self.md)
 
