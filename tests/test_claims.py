@@ -171,7 +171,10 @@ def test_report_has_the_claims_section_and_its_csvs(tmp_path):
   text = (out / "report.md").read_text()
   for words in ("## The paper's claims on this sweep", "## Power", "## Early stopping",
                 "measured on this machine", "KLD-alpha vs Dice", "0 of 12 runs stopped early",
-                "epoch cap (max_epochs 6)", "not recorded", "3/π ≈ 0.955"):
+                "epoch cap (max_epochs 6)", "not recorded", "3/π ≈ 0.955",
+                "- C1 (KLD-alpha (Model 4) has the best Dice): Poor: ",
+                "- C4 (Model 6 beats Model 7): no comparison possible.",
+                "Poor: no runs of W-decay, KLD-kde, RD-like-VAE, BD-like-VAE, KLD-pearson3"):
     assert words in text, words
   for f in ("claims.csv", "power.csv", "stopping.csv", "cost.csv"):
     assert f"`{f}`" in text, f
@@ -199,3 +202,26 @@ def test_report_has_the_claims_section_and_its_csvs(tmp_path):
   assert pooled[2] == "4" and float(pooled[3]) == pytest.approx(34.0)  # Epochs 2-6: 32..36.
   assert float(pooled[6]) == pytest.approx(4 * 130.0)
   assert float(pooled[7]) == pytest.approx(1.6)
+
+
+def test_variant_rows_and_holm_over_the_whole_table():
+  rng = np.random.default_rng(6)
+  runs = {(m, s): run([dict(r, contour_ratio=1.1 + 0.05 * rng.uniform(), components=1.0)
+                       for r in case_rows(rng.uniform(0.7, 0.9, 9) + shift)])
+          for m, shift in (("dice", 0.0), ("kld_alpha", 0.02), ("kld_pearson3", -0.01))
+          for s in (0, 1)}
+  rows, notes = claims.claim_rows({"Good": runs})
+  assert [(r.claim, r.comparison, r.metric) for r in rows] == [
+      ("C1", "KLD-alpha vs Dice", "dice"),
+      ("C1v", "KLD-pearson3 (variant reading) vs Dice", "dice"),
+      ("C5", "KLD-alpha vs Dice", "contour_ratio"),
+      ("C5", "KLD-alpha vs Dice", "components"),  # All differences 0: p = 1.
+      ("C2", "KLD-alpha vs mean of Models 1,2,3,6,7", "epochs")]  # Same best epochs.
+  p = np.array([r.p for r in rows])
+  order = np.argsort(p, kind="stable")
+  ref = np.empty(5)
+  ref[order] = np.minimum(np.maximum.accumulate(p[order] * (5 - np.arange(5))), 1)
+  assert [r.p_holm for r in rows] == pytest.approx(ref)
+  assert rows[3].p == 1.0 and rows[3].verdict == "no"  # CI [0, 0]: below 0.05.
+  assert rows[4].n == 2 and rows[4].verdict == "no"  # CI [0, 0]: below 1 epoch.
+  assert any("no runs of W-decay" in n for n in notes)
