@@ -123,15 +123,14 @@ def pair_row(runs: Runs, claim: str, group: str, a: str, b: str, metric: str, si
 def epoch_differences(by_group: dict[str, Runs], model: str, others: Sequence[str]
                       ) -> list[float]:
   """Per (group, seed): best epoch of `model` minus the mean of the `others` present."""
+  best = lambda run: run["summary"]["val"].get("best_epoch")
   out = []
   for runs in by_group.values():
-    for m, seed in sorted(runs):
-      rest = [runs[(o, seed)]["summary"]["val"].get("best_epoch", math.nan)
-              for o in others if (o, seed) in runs]
+    for seed in sorted(s for m, s in runs if m == model):
+      rest = [best(runs[(o, seed)]) for o in others if (o, seed) in runs]
       rest = [v for v in rest if v is not None and math.isfinite(v)]
-      mine = runs[(m, seed)]["summary"]["val"].get("best_epoch") if m == model else None
-      if rest and mine is not None:
-        out.append(float(mine) - float(np.mean(rest)))
+      if rest and best(runs[(model, seed)]) is not None:
+        out.append(float(best(runs[(model, seed)])) - float(np.mean(rest)))
   return out
 
 
@@ -237,7 +236,7 @@ def power_rows(by_group: dict[str, Runs], m: int) -> list[list[Any]]:
     cases, dice = stats.per_image_scores(runs, models, seeds, "dice")
     sds = [np.nanstd(dice[a] - dice[b], ddof=1) for i, a in enumerate(models)
            for b in models[i + 1:]]
-    sd, n = float(np.median(sds)), len(cases)
+    sd, n = float(np.nanmedian(sds)) if sds else math.nan, len(cases)
     t05, tholm = mde(n, sd), mde(n, sd, ALPHA / max(m, 1))
     out.append([group, n, len(seeds), sd, t05, t05 / math.sqrt(WILCOXON_ARE), tholm,
                 tholm / math.sqrt(WILCOXON_ARE)])
