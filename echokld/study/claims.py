@@ -79,8 +79,8 @@ def hierarchical_bootstrap(groups: Sequence[np.ndarray], n: int = RESAMPLES,
                            alpha: float = ALPHA, seed: int = 0) -> tuple[float, float]:
   """Percentile CI of the mean difference, resampling seeds, then cases within each seed.
 
-  One vectorised draw: seeds (n x k), then case positions padded to the largest seed and
-  masked by the drawn seed's size; the statistic is the mean of all resampled differences.
+  Vectorised: seeds (n x k), then case positions padded to the largest seed and masked by
+  the drawn seed's size; the statistic is the mean of all resampled differences.
   """
   groups = [np.asarray(g, float) for g in groups if len(g)]
   if not groups:
@@ -91,12 +91,15 @@ def hierarchical_bootstrap(groups: Sequence[np.ndarray], n: int = RESAMPLES,
     padded[i, :len(g)] = g
   rng = np.random.default_rng(seed)
   drawn = rng.integers(0, k, size=(n, k))
-  size = sizes[drawn][..., None]  # (n, k, 1)
-  cols = np.arange(sizes.max())
-  case = np.floor(rng.random((n, k, sizes.max())) * size).astype(int)
-  keep = cols < size
-  values = np.where(keep, padded[drawn[..., None], case], 0.0)
-  means = values.sum(axis=(1, 2)) / keep.sum(axis=(1, 2))
+  cols, step = np.arange(sizes.max()), max(1, 2_000_000 // (k * sizes.max()))  # ~50 MB.
+  means = np.empty(n)
+  for i in range(0, n, step):  # Chunks of resamples bound the memory on large test sets.
+    seeds = drawn[i:i + step]
+    size = sizes[seeds][..., None]  # (chunk, k, 1)
+    case = np.floor(rng.random((len(seeds), k, sizes.max())) * size).astype(int)
+    keep = cols < size
+    values = np.where(keep, padded[seeds[..., None], case], 0.0)
+    means[i:i + step] = values.sum(axis=(1, 2)) / keep.sum(axis=(1, 2))
   lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
   return float(lo), float(hi)
 
