@@ -19,7 +19,7 @@ from scipy import stats as sps
 
 from echokld import registry
 from echokld.study import stats
-from echokld.study.markdown import fmt, md_table, name
+from echokld.study.markdown import fmt, md_table, model_order, name, ordered
 
 Runs = dict[tuple[str, int], dict[str, Any]]
 # Smallest effect of interest per measure, in the claimed direction: a 95% CI wholly below
@@ -265,7 +265,7 @@ def cost_rows(by_group: dict[str, Runs]) -> list[list[Any]]:
   out = []
   for group, runs in [("pooled", {(g, *k): r for g, rs in by_group.items()
                                   for k, r in rs.items()}), *by_group.items()]:
-    for model in sorted({k[-2] for k in runs}, key=_paper_order):
+    for model in ordered({k[-2] for k in runs}, model_order()):
       rs = [r for k, r in runs.items() if k[-2] == model]
       secs = [h["epoch_seconds"] for r in rs for h in r["history"] if h["epoch"] > 1]
       peaks = [(r["summary"].get("memory") or {}).get("host_peak_bytes") for r in rs]
@@ -279,17 +279,8 @@ def cost_rows(by_group: dict[str, Runs]) -> list[list[Any]]:
   return out
 
 
-def _paper_order(model: str) -> tuple[int, str]:
-  names = registry.names()
-  return (names.index(model) if model in names else len(names), model)
-
-
 def _ci(ci: tuple[float, float], digits: int) -> str:
   return f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if math.isfinite(ci[0]) else "n/a"
-
-
-def _p(p: float) -> str:
-  return "n/a" if not math.isfinite(p) else "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 def section(by_group: dict[str, Runs], write_csv: Callable[..., str]) -> list[str]:
@@ -307,7 +298,7 @@ def section(by_group: dict[str, Runs], write_csv: Callable[..., str]) -> list[st
     digits = 2 if r.metric == "epochs" else 4
     table.append([r.claim, r.group, r.comparison, r.metric,
                   f"{r.n} pairs" if r.metric == "epochs" else f"{r.n} ({r.seeds})",
-                  f"{r.effect:+.{digits}f}", _ci(r.ci, digits), _p(r.p), _p(r.p_holm),
+                  f"{r.effect:+.{digits}f}", _ci(r.ci, digits), stats.format_p(r.p, None), stats.format_p(r.p_holm, None),
                   f"**{r.verdict}**" if r.verdict == "yes" else r.verdict])
   summary = []
   for c, text in CLAIMS.items():
