@@ -6,6 +6,7 @@
   report    one training group's report (the paper's Tables 1-8, Figures 5-14)
   shape     its section on fragments, holes and contour smoothness
   overview  the quality groups side by side
+  claims    the paper's claims tested (bootstrap CI, Holm, verdicts), power, stopping, cost
   panels    qualitative panels of every model's contour
   markdown  shared formatting
 """

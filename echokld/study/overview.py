@@ -6,7 +6,8 @@ paper, and `all` if present) gets OUT/<group>/report.md from its own runs only: 
 analogues of Tables 1-3 (metrics), 4-6 (pairwise Wilcoxon), 7 (ranks), 8 (cost) and
 Figures 5-14. OUT/report.md puts the groups side by side: test Dice per model and group,
 convergence, the paper's Table 7 layout, KLD-alpha against every other model with Holm's
-correction, and the qualitative panels.
+correction, the paper's claims with verdicts, power, stopping and cost (claims.py),
+and the qualitative panels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from echokld.errors import InputError
 from echokld.evaluation.test_set import is_empty
-from echokld.study import protocol, stats
+from echokld.study import claims, protocol, stats
 from echokld.study.markdown import (ORDINALS, fmt, md_table, model_order, name, nanmean,
                                     ordered, write_markdown)
 from echokld.study.report import Report
@@ -223,6 +224,7 @@ class Study:
     self.summary()
     self.ranks()
     self.focus()
+    self.md += claims.section({g: r.runs for g, r in self.reports.items()}, self.write_csv)
     self.panels()
     return write_markdown(self.out, self.md)
 
