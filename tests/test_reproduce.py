@@ -16,7 +16,6 @@ from echokld.study import panels, sweep
 from echokld.data import synthetic
 
 MODELS = ("dice", "wdecay", "vae", "kld_alpha", "kld_kde", "rd_vae", "bd_vae")
-STUDY_MODELS = ("dice", "vae", "kld_alpha")  # The quick smoke study's models.
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -31,72 +30,6 @@ def read_csv_rows(path):
   return rows[0], rows[1:]
 
 
-def test_smoke_study_writes_every_table_and_figure(tmp_path):
-  # One quality group and three models keep the test short: the default groups and the
-  # other models run the same code (every model runs in the paper-protocol study below and
-  # in test_regression.py). Reports of `all` runs (every frame) are tested in test_report.py.
-  command = [sys.executable, "experiments/reproduce_paper.py", "--smoke", f"--out={tmp_path}",
-             "--groups=Poor", f"--models={','.join(STUDY_MODELS)}"]
-  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-  assert result.returncode == 0, result.stderr[-2000:]
-  runs = tmp_path / "runs"
-  assert sorted(os.listdir(runs)) == sorted([f"{model}_Poor_seed0" for model in STUDY_MODELS] +
-                                            ["sweep.json"])
-  for model in STUDY_MODELS:
-    assert os.path.exists(runs / f"{model}_Poor_seed0" / "summary.json"), model
-
-  # A group run sees only frames of its group, in every split.
-  quality = {r["case"]: r["quality"] for r in synthetic.make_synthetic(24, 0, (48, 48))}
-  assert sum(q == "Poor" for q in quality.values()) == 8  # 4 patients: test 1, val 1, train 2.
-  for model in ("dice", "kld_alpha"):
-    split = json.load(open(runs / f"{model}_Poor_seed0" / "split.json"))
-    assert {quality[c] for cases in split.values() for c in cases} == {"Poor"}
-    assert [len(split[k]) for k in ("train", "val", "test")] == [4, 2, 2]
-    rows = read_rows(runs / f"{model}_Poor_seed0" / "test_metrics.csv")
-    assert [r["quality"] for r in rows] == ["Poor", "Poor"]
-
-  # test_predictions.npz holds the test frames; its masks give test_metrics.csv's Dice.
-  for name in ("kld_alpha_Poor_seed0", "vae_Poor_seed0"):
-    pred = panels.load_predictions(str(runs / name))
-    rows = read_rows(runs / name / "test_metrics.csv")
-    assert list(pred["cases"]) == [r["case"] for r in rows]
-    assert pred["images"].shape == pred["pred"].shape == (len(rows), 32, 32)
-    assert pred["pred"].dtype == np.uint8 and set(np.unique(pred["pred"])) <= {0, 1}
-    for i, row in enumerate(rows):
-      dice = metrics.overlap_metrics(pred["pred"][i] > 0, pred["masks"][i] > 0)["dice"]
-      assert abs(dice - float(row["dice"])) < 1e-5, (name, row["case"])
-
-  report = tmp_path / "report"
-  overview = (report / "report.md").read_text()
-  assert "poor/report.md" in overview and "poor/fig_panel_poor.png" in overview
-  _, ranks = read_csv_rows(report / "study_ranks.csv")
-  assert len(ranks) == len(STUDY_MODELS) and all(r[:3] == ["Poor", m, "2"] for r, m in
-                                            zip(ranks, STUDY_MODELS))
-  assert sum(int(r[3]) for r in ranks) >= 2  # Every image has a first (ties share it).
-  _, pairs = read_csv_rows(report / "study_kld_alpha.csv")
-  assert len(pairs) == len(STUDY_MODELS) - 1 and all(r[2] == "2" for r in pairs)
-  text = (report / "poor" / "report.md").read_text()
-  for table in ("Table 1", "Table 4", "Table 7", "Table 8"):
-    assert table in text, table
-  for csv_name in ("summary.csv", "ranks.csv", "timing.csv", "pairwise_poor.csv",
-                   "metrics_poor.csv"):
-    lines = (report / "poor" / csv_name).read_text().strip().splitlines()
-    assert len(lines) >= 1 + len(STUDY_MODELS), csv_name
-  for png in ("fig_val_dice.png", "fig_test_dice_poor.png"):
-    assert (report / "poor" / png).read_bytes()[:8] == PNG_MAGIC, png
-  # Panel: 2 Poor test frames -> 2 rows (median, worst 1); input, GT and 3 model columns.
-  with Image.open(report / "poor" / "fig_panel_poor.png") as image:
-    assert image.size == panels.figure_pixels(2, len(STUDY_MODELS)) == (800, 360)
-  assert "median `" in text and "worst 1 `" in text and "worst 2" not in text
-
-  assert json.load(open(runs / "sweep.json")) == {"protocol": "quick"}
-  assert "Protocol of 3 runs (config.json): quick (" in text
-
-  # Rerunning finds every run finished and only rewrites the report.
-  again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert again.returncode == 0 and again.stdout.count("[skip]") == len(STUDY_MODELS)
-
-
 def test_study_trains_seeds_as_replica_groups(tmp_path):
   command = [sys.executable, "experiments/reproduce_paper.py", "--smoke", f"--out={tmp_path}",
              "--groups=Good", "--models=dice", "--seeds=3,4", "--replicas=2"]
@@ -109,7 +42,9 @@ def test_study_trains_seeds_as_replica_groups(tmp_path):
     assert json.load(open(workdir / "config.json"))["seed"] == seed
     # --smoke holds out 4 Good test frames.
     assert json.load(open(workdir / "summary.json"))["test"]["frames"] == 4
-  assert (tmp_path / "report" / "good" / "report.md").exists()
+  assert json.load(open(tmp_path / "runs" / "sweep.json")) == {"protocol": "quick"}
+  text = (tmp_path / "report" / "good" / "report.md").read_text()
+  assert "Protocol of 2 runs (config.json): quick (" in text
 
 
 def test_study_rejects_bad_seeds_and_replicas_in_one_line(tmp_path):
@@ -125,7 +60,10 @@ def test_study_rejects_bad_seeds_and_replicas_in_one_line(tmp_path):
 def test_paper_protocol_smoke_study_end_to_end(tmp_path):
   """--protocol=paper --smoke --paper_models: every run loads <config>:paper (native 32x32
   frames, batch 2, Adam 1e-5; the smoke overrides shrink only the network, the data and the
-  epochs), Poor runs leave out Models 3 and 7, and the report says which protocol ran."""
+  epochs), Poor runs leave out Models 3 and 7, every table and figure is written, and the
+  report says which protocol ran. One quality group keeps the test short: the other groups
+  run the same code (reports of several groups: test_study_report.py; of `all` runs:
+  test_report.py; the quick protocol: the replica-group study below)."""
   command = [sys.executable, "experiments/reproduce_paper.py", "--protocol=paper", "--smoke",
              "--paper_models", f"--out={tmp_path}", "--groups=Poor"]
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -167,3 +105,40 @@ def test_paper_protocol_smoke_study_end_to_end(tmp_path):
   assert [r[0] for r in shape_rows] == models and all(r[1] == "2" for r in shape_rows)
   header, timing = read_csv_rows(report / "poor" / "timing.csv")
   assert all(float(r[header.index("host_peak_gb")]) > 0.1 for r in timing)
+
+  # A group run sees only frames of its group, in every split.
+  quality = {r["case"]: r["quality"] for r in synthetic.make_synthetic(24, 0, (32, 32))}
+  assert sum(q == "Poor" for q in quality.values()) == 8  # 4 patients: test 1, val 1, train 2.
+  for model in ("dice", "kld_alpha"):
+    split = json.load(open(runs / f"{model}_Poor_seed0" / "split.json"))
+    assert {quality[c] for cases in split.values() for c in cases} == {"Poor"}
+    assert [len(split[k]) for k in ("train", "val", "test")] == [4, 2, 2]
+    assert [r["quality"] for r in read_rows(runs / f"{model}_Poor_seed0" /
+                                            "test_metrics.csv")] == ["Poor", "Poor"]
+  assert pred["images"].shape == pred["pred"].shape == (2, 32, 32)
+  assert pred["pred"].dtype == np.uint8 and set(np.unique(pred["pred"])) <= {0, 1}
+
+  # Every table and figure of the overview and of the group's report.
+  assert "poor/report.md" in overview and "poor/fig_panel_poor.png" in overview
+  _, ranks = read_csv_rows(report / "study_ranks.csv")
+  assert len(ranks) == len(models) and all(r[:3] == ["Poor", m, "2"] for r, m in
+                                           zip(ranks, models))
+  assert sum(int(r[3]) for r in ranks) >= 2  # Every image has a first (ties share it).
+  _, pairs = read_csv_rows(report / "study_kld_alpha.csv")
+  assert len(pairs) == len(models) - 1 and all(r[2] == "2" for r in pairs)
+  for table in ("Table 1", "Table 4", "Table 7", "Table 8"):
+    assert table in text, table
+  for csv_name in ("summary.csv", "ranks.csv", "timing.csv", "pairwise_poor.csv",
+                   "metrics_poor.csv"):
+    lines = (report / "poor" / csv_name).read_text().strip().splitlines()
+    assert len(lines) >= 1 + len(models), csv_name
+  for png in ("fig_val_dice.png", "fig_test_dice_poor.png"):
+    assert (report / "poor" / png).read_bytes()[:8] == PNG_MAGIC, png
+  # Panel: 2 Poor test frames -> 2 rows (median, worst 1); input, GT and 5 model columns.
+  with Image.open(report / "poor" / "fig_panel_poor.png") as image:
+    assert image.size == panels.figure_pixels(2, len(models))
+  assert "median `" in text and "worst 1 `" in text and "worst 2" not in text
+
+  # Rerunning finds every run finished and only rewrites the report.
+  again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and again.stdout.count("[skip]") == len(models)
