@@ -36,6 +36,14 @@ SMALL_FILES = ("summary.json", "config.json", "metrics.jsonl", "test_metrics.csv
 PRED_FILE = "test_pred.npz"  # cases and pred only.
 
 
+def copy_small_files(src: str, dst: str) -> None:
+  """The SMALL_FILES that `src` has, into `dst` (created)."""
+  os.makedirs(dst, exist_ok=True)
+  for name in SMALL_FILES:
+    if os.path.isfile(os.path.join(src, name)):
+      shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+
+
 def finished_runs(folder: str) -> list[str]:
   if not os.path.isdir(folder):
     raise InputError(folder, "folder does not exist")
@@ -52,10 +60,7 @@ def export_run(run_dir: str, out_dir: str) -> bool:
   predictions = panels.load_predictions(run_dir)
   if predictions is None:
     raise InputError(run_dir, f"finished run without {panels.PREDICTIONS}")
-  os.makedirs(out_dir, exist_ok=True)
-  for name in SMALL_FILES:
-    if os.path.isfile(os.path.join(run_dir, name)):
-      shutil.copyfile(os.path.join(run_dir, name), os.path.join(out_dir, name))
+  copy_small_files(run_dir, out_dir)
   with open(os.path.join(out_dir, PRED_FILE), "wb") as f:
     np.savez_compressed(f, cases=predictions["cases"],
                         pred=predictions["pred"].astype(np.uint8))
@@ -73,10 +78,7 @@ def restore_run(exported: str, data_root: str, out_dir: str) -> None:
   if list(test.cases) != [str(c) for c in cases] or test.masks.shape != pred.shape:
     raise InputError(data_root, f"its test frames for {os.path.basename(exported)} differ "
                      "from the exported ones (another data folder or split)")
-  os.makedirs(out_dir, exist_ok=True)
-  for name in SMALL_FILES:
-    if os.path.isfile(os.path.join(exported, name)):
-      shutil.copyfile(os.path.join(exported, name), os.path.join(out_dir, name))
+  copy_small_files(exported, out_dir)
   with open(os.path.join(out_dir, panels.PREDICTIONS), "wb") as f:
     np.savez_compressed(f, cases=cases, images=test.images, masks=test.masks, pred=pred)
 
