@@ -9,16 +9,12 @@ LV label at the frame's native resolution. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 
-import numpy as np
 
 from echokld.data import folder, pipeline
 from echokld.evaluation import metrics
 from echokld.infer import runs as predict
-
-
-def mean_dice(masks: list[np.ndarray], truths: list[np.ndarray]) -> float:
-  return float(np.mean([metrics.overlap_metrics(m, t)["dice"] for m, t in zip(masks, truths)]))
 
 
 def main() -> None:
@@ -36,11 +32,11 @@ def main() -> None:
   print("| predictor | mean Dice |\n|---|---|")
   for run in runs:
     print(f"| {os.path.basename(run.workdir.rstrip('/'))} | "
-          f"{mean_dice(predict.predict_masks([run], images), truths):.4f} |", flush=True)
+          f"{metrics.mean_dice(predict.predict_masks([run], images), truths):.4f} |", flush=True)
   print(f"| mean ensemble ({len(runs)}) | "
-        f"{mean_dice(predict.predict_masks(runs, images), truths):.4f} |")
+        f"{metrics.mean_dice(predict.predict_masks(runs, images), truths):.4f} |")
   gated = predict.predict_masks(runs, images, qualities, gating="quality")
-  print(f"| quality-gated mixture ({len(runs)}) | {mean_dice(gated, truths):.4f} |")
+  print(f"| quality-gated mixture ({len(runs)}) | {metrics.mean_dice(gated, truths):.4f} |")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ def test_overlap_hand_computed():
   assert m["dice"] == pytest.approx(2 * 2 / 7)
   assert m["recall"] == pytest.approx(2 / 4)
   assert m["precision"] == pytest.approx(2 / 3)
+  # Frames of two sizes: the mean of per-frame Dice (4/7 and 1 for an exact 2x2 match).
+  square = np.ones((2, 2), bool)
+  assert metrics.mean_dice([pred, square], [truth, square]) == pytest.approx((4 / 7 + 1) / 2)
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.3, 0.154)])

@@ -60,6 +60,11 @@ def overlap_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
           "precision": tp / p if p else (0.0 if t else float("nan"))}
 
 
+def mean_dice(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:
+  """The mean over frames of each frame's Dice (frames may differ in size)."""
+  return float(np.mean([overlap_metrics(p, t)["dice"] for p, t in zip(preds, truths)]))
+
+
 def contour(mask: np.ndarray) -> np.ndarray:
   """Boolean map of the mask's boundary pixels (those with a 4-neighbour outside)."""
   mask = mask.astype(bool)
