@@ -48,7 +48,9 @@ SMOKE_PROTOCOL_OVERRIDES = {
 
 
 def smoke_overrides(name: str) -> list[str]:
-  return SMOKE_OVERRIDES + SMOKE_PROTOCOL_OVERRIDES[protocol.check(name)]
+  """The smoke settings; protocols that resize (cpu_study, best) shrink like quick."""
+  return SMOKE_OVERRIDES + SMOKE_PROTOCOL_OVERRIDES.get(protocol.check(name),
+                                                        SMOKE_PROTOCOL_OVERRIDES["quick"])
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from echokld.errors import InputError
 
 
 @pytest.mark.parametrize("name", registry.names())
-@pytest.mark.parametrize("arg", ["", "paper", "cpu_study"])
+@pytest.mark.parametrize("arg", ["", "paper", "cpu_study", "best"])
 def test_every_packaged_config_passes(name, arg):
   config_check.check(registry.load_config(f"{name}:{arg}" if arg else name))
 
@@ -93,7 +93,7 @@ def run_main(*args):
      "error: config.train.optimizer: 'sgd' is not one of 'adam', 'adamw'"),
     (["--config=dice:papr"],
      "error: --config=dice:papr: ValueError: unknown config argument 'papr' (expected '', "
-     "'paper' or 'cpu_study')"),
+     "'paper', 'cpu_study' or 'best')"),
     (["--config=dice", "--config.train.max_epoch=3"],
      "error: unknown config key 'train.max_epoch' (did you mean 'max_epochs'?)"),
     (["--config=dice", "--config.model.name=vae"],

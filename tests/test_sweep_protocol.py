@@ -75,6 +75,8 @@ def test_classify_reads_the_protocol_from_config_json():
   assert protocol.classify("vae", study) == ("cpu_study", {})
   study["train"]["early_stop_patience"] = 30  # The patience-doubling check's runs.
   assert protocol.classify("vae", study) == ("cpu_study", {"train.early_stop_patience": 30})
+  best = json.loads(registry.load_config("vae:best").to_json())
+  assert protocol.classify("vae", best) == ("best", {})
 
 
 def test_cpu_study_protocol_loads_the_study_settings(tmp_path):
@@ -85,6 +87,15 @@ def test_cpu_study_protocol_loads_the_study_settings(tmp_path):
   assert (config.data.image_size, config.train.batch_size) == (96, 4)
   assert (config.train.plateau_patience, config.train.early_stop_patience) == (5, 15)
   assert config.train.max_epochs == 300 and config.train.optimizer == "adamw"
+
+
+def test_best_protocol_adds_the_recipe_to_the_models_own_settings(tmp_path):
+  command = sweep.run_command([("kld_alpha", 1, "all")], str(tmp_path), [], protocol="best")
+  assert config_flag(command).endswith("kld_alpha.py:best")
+  config = registry.load_config(config_flag(command).split("=", 1)[1])
+  assert config.augment.enabled and config.augment.flip == 0.0
+  assert (config.train.schedule, config.train.ema_decay) == ("cosine", 0.999)
+  assert config.loss.terms == registry.load_config("kld_alpha").loss.terms
 
 
 @pytest.mark.parametrize("args, culprit", [

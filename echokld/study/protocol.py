@@ -1,5 +1,5 @@
-"""Which training protocol a sweep ran: `quick` (a config's defaults), `paper` (`:paper`) or
-`cpu_study` (`:cpu_study`).
+"""Which training protocol a sweep ran: `quick` (a config's defaults), `paper` (`:paper`),
+`cpu_study` (`:cpu_study`) or `best` (`:best`, the recipe for the best masks).
 
 `--protocol=paper` makes every run of a sweep load `<config>:paper` (configs/base.py
 apply_paper_protocol: the paper's §3.3 optimiser settings at native resolution);
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from echokld import registry
 from echokld.errors import InputError
 
-PROTOCOLS = ("quick", "paper", "cpu_study")
+PROTOCOLS = ("quick", "paper", "cpu_study", "best")
 RECORD = "sweep.json"  # In the sweep folder: {"protocol": ...}.
 
 

@@ -82,7 +82,8 @@ def add_protocol_flags(parser: argparse.ArgumentParser) -> None:
                       help="quick (the configs' defaults), paper (each run loads "
                            "<config>:paper: the paper's §3.3 protocol at native size) or "
                            "cpu_study (<config>:cpu_study: 96x96, trained to early "
-                           "stopping).")
+                           "stopping) or best (<config>:best: augmentation, cosine, EMA; "
+                           "docs/RECIPE.md).")
   parser.add_argument("--paper_models", action="store_true",
                       help="The paper's models per group (Poor without Models 3 and 7); "
                            "replaces --models.")
@@ -178,7 +179,7 @@ def run_command(batch: list[tuple[str, int, str]], out: str, overrides: list[str
   """The command of one run, or of a replica group (echokld.main --seeds).
 
   protocol 'paper' loads `<config>:paper` (configs/base.py apply_paper_protocol), and
-  'cpu_study' `<config>:cpu_study`.
+  'cpu_study' `<config>:cpu_study` and 'best' `<config>:best`.
   """
   model, seed, group = batch[0]
   spec = registry.get(model)
