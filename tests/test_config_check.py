@@ -1,5 +1,7 @@
 """Every config value checked before any work: one line naming the field, exit code 2."""
 
+import functools
+import json
 import subprocess
 import sys
 
@@ -122,3 +124,24 @@ def test_sweep_flags_are_checked_before_any_run(flag, fragment, tmp_path):
   lines = done.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
   assert not (tmp_path / "s").exists()
+
+
+def _with_flags(config, flags):
+  """`config` with `--config.KEY=VALUE` flags applied, each cast to the field's type."""
+  for flag in flags:
+    key, value = flag[len("--config."):].split("=", 1)
+    *parents, leaf = key.split(".")
+    node = functools.reduce(getattr, parents, config)
+    old = getattr(node, leaf)
+    setattr(node, leaf, value == "True" if isinstance(old, bool) else type(old)(value))
+  return config
+
+
+def test_best_is_the_ablations_geometry_row():
+  """docs/RESULTS.md reports `:best` by the ablation's geometry row: the two must agree."""
+  import ablate_recipe  # experiments/ (conftest puts it on the path).
+
+  assert ablate_recipe.ROWS["geometry"][0] == ""
+  row = _with_flags(registry.load_config("dice"), ["--config.data.image_size=128"]
+                    + ablate_recipe.ROWS["geometry"][1])
+  assert json.loads(row.to_json()) == json.loads(registry.load_config("dice:best").to_json())

@@ -95,9 +95,9 @@ def test_paper_protocol_smoke_study_end_to_end(tmp_path):
   report = tmp_path / "report"
   overview = (report / "report.md").read_text()
   assert "Protocol requested: `--protocol=paper` (sweep.json)." in overview
-  assert (f"Protocol of {len(models)} runs (config.json): paper (augment.blur = 0.0, "
-          "augment.enabled = false, augment.speckle = 0.0, data.image_size = native, "
-          "train.batch_size = 2, ") in overview
+  assert (f"Protocol of {len(models)} runs (config.json): paper (augment.brightness = "
+          "0.05, augment.contrast = 0.2, augment.enabled = false, augment.gamma = 0.3, "
+          "data.image_size = native, train.batch_size = 2, ") in overview
   assert "except train.max_epochs = 2." in overview
   assert "## Shape of the predictions per training group" in overview
   text = (report / "poor" / "report.md").read_text()

@@ -169,12 +169,11 @@ def test_paper_protocol_sweep_with_the_papers_model_sets_per_group(tmp_path):
   assert result.returncode == 0, result.stderr
   overview = (out / "report.md").read_text()
   assert "Protocol requested: `--protocol=paper` (sweep.json)." in overview
-  assert ("Protocol of 4 runs (config.json): paper (augment.blur = 0.0, "
-          "augment.enabled = false, augment.speckle = 0.0, data.image_size = native, "
-          "train.batch_size = 2, train.early_stop_patience = 30, train.ema_decay = 0.0, "
+  assert ("Protocol of 4 runs (config.json): paper (augment.brightness = "
+          "0.05, augment.contrast = 0.2, augment.enabled = false, augment.gamma = 0.3, "
+          "data.image_size = native, train.batch_size = 2, train.early_stop_patience = 30, "
           "train.eval_batch_size = 4, train.learning_rate = 1e-05, train.max_epochs = 1000, "
-          "train.plateau_patience = 10, train.schedule = \"plateau\", "
-          "train.warmup_epochs = 0).") in overview
+          "train.plateau_patience = 10).") in overview
   assert "Protocol of 6 runs (config.json): paper (" in overview
   assert "except train.max_epochs = 5." in overview
   poor = (out / "poor" / "report.md").read_text()

@@ -93,8 +93,8 @@ def test_best_protocol_adds_the_recipe_to_the_models_own_settings(tmp_path):
   command = sweep.run_command([("kld_alpha", 1, "all")], str(tmp_path), [], protocol="best")
   assert config_flag(command).endswith("kld_alpha.py:best")
   config = registry.load_config(config_flag(command).split("=", 1)[1])
-  assert config.augment.enabled and config.augment.flip == 0.0
-  assert (config.train.schedule, config.train.ema_decay) == ("cosine", 0.999)
+  assert config.augment.enabled and (config.augment.flip, config.augment.gamma) == (0.0, 0.0)
+  assert (config.data.image_size, config.train.schedule) == (128, "plateau")
   assert config.loss.terms == registry.load_config("kld_alpha").loss.terms
 
 

@@ -2,5 +2,5 @@
 
 Each model file's `get_config(arg)` takes '' (quick setting), 'paper' (§3.3 protocol) or
 'cpu_study' (the paper's design at CPU scale, trained to early stopping; docs/study) or 'best'
-(the recipe for the best masks: augmentation, cosine schedule, EMA; docs/RECIPE.md).
+(the best-measured recipe for masks: 128x128, geometric augmentation; docs/RESULTS.md).
 """

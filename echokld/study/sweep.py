@@ -82,8 +82,8 @@ def add_protocol_flags(parser: argparse.ArgumentParser) -> None:
                       help="quick (the configs' defaults), paper (each run loads "
                            "<config>:paper: the paper's §3.3 protocol at native size) or "
                            "cpu_study (<config>:cpu_study: 96x96, trained to early "
-                           "stopping) or best (<config>:best: augmentation, cosine, EMA; "
-                           "docs/RECIPE.md).")
+                           "stopping) or best (<config>:best: 128x128, geometric "
+                           "augmentation; docs/RESULTS.md).")
   parser.add_argument("--paper_models", action="store_true",
                       help="The paper's models per group (Poor without Models 3 and 7); "
                            "replaces --models.")
