@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
+import study_outputs  # experiments/, beside this script.
 from echokld.data import folder, pipeline
 from echokld.evaluation import metrics
 from echokld.infer import runs as infer_runs
@@ -137,11 +137,8 @@ def main() -> None:
         with open(result, "w") as f:
           json.dump(evaluation, f, indent=1)
       if args.export:
-        dst = os.path.join(args.export, f"{row}_seed{seed}")
-        os.makedirs(dst, exist_ok=True)
-        for name in SMALL_FILES:
-          if os.path.isfile(os.path.join(workdir, name)):
-            shutil.copy2(os.path.join(workdir, name), dst)
+        study_outputs.copy_small_files(workdir, os.path.join(args.export, f"{row}_seed{seed}"),
+                                       SMALL_FILES)
       print(table(args.out, [row], [seed]).splitlines()[-1], flush=True)
   report = table(args.out, rows, seeds)
   with open(os.path.join(args.out, "ablation.md"), "w") as f:

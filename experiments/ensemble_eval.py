@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 
-
 from echokld.data import folder, pipeline
 from echokld.evaluation import metrics
 from echokld.infer import runs as predict

@@ -36,10 +36,10 @@ SMALL_FILES = ("summary.json", "config.json", "metrics.jsonl", "test_metrics.csv
 PRED_FILE = "test_pred.npz"  # cases and pred only.
 
 
-def copy_small_files(src: str, dst: str) -> None:
-  """The SMALL_FILES that `src` has, into `dst` (created)."""
+def copy_small_files(src: str, dst: str, names: tuple[str, ...] = SMALL_FILES) -> None:
+  """The files among `names` that `src` has, into `dst` (created)."""
   os.makedirs(dst, exist_ok=True)
-  for name in SMALL_FILES:
+  for name in names:
     if os.path.isfile(os.path.join(src, name)):
       shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
 
