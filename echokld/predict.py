@@ -1,7 +1,7 @@
 """Segments new echocardiograms with trained runs: one run, an ensemble, or quality gating.
 
   python -m echokld.predict --workdir=RUN [--workdir=RUN2 ...] --input=PATH --output=DIR \
-      [--tta=flip] [--qc_threshold=X | --qc_calibration=FILE]
+      [--tta=affine] [--postprocess=largest] [--qc_threshold=X | --qc_calibration=FILE]
 
 Writes a mask per frame in the input's format and geometry, a contour overlay and
 areas.csv (echokld.infer); with several members (runs x test-time views) an uncertainty
@@ -21,7 +21,7 @@ from echokld.errors import InputError
 from echokld.data.augment import TTA_MODES
 from echokld.infer import io, loops, qc, segment
 from echokld.infer import runs as runs_lib
-from echokld.infer.runs import DEFAULT_BATCH_SIZE, GATINGS
+from echokld.infer.runs import DEFAULT_BATCH_SIZE, GATINGS, POSTPROCESSING
 
 FLAGS = flags.FLAGS
 
@@ -42,6 +42,9 @@ def define_flags() -> None:
   flags.DEFINE_enum("tta", None, TTA_MODES, "Test-time views, replacing each run's own "
                     "config.augment.tta: none, flip (2 views) or affine (5). Each view is a "
                     "member for the uncertainty map and scores.")
+  flags.DEFINE_enum("postprocess", "none", POSTPROCESSING, "Mask post-processing: none, or "
+                    "largest (keep the largest connected LV region, holes filled, as the "
+                    "volume measurements do).")
   flags.DEFINE_float("qc_threshold", None, "Adds qc_flag to areas.csv: 1 where the "
                      "--qc_score of a frame is above this (needs 2+ members).")
   flags.DEFINE_string("qc_calibration", None, "JSON of experiments/qc_flag.py giving the "
@@ -100,14 +103,15 @@ def main(argv: list[str]) -> None:
                        "(drop --qc_threshold/--qc_calibration)")
     if is_loop:
       loop = loops.segment_loop(runs, inputs[0][0], FLAGS.output, FLAGS.batch_size,
-                                FLAGS.overwrite)
+                                FLAGS.overwrite, FLAGS.postprocess)
       ef = {r["method"]: r["ef_px_percent"] for r in loop["volumes"]}
       print(f"segmented a loop of {loop['frames']} frames into {FLAGS.output}: ED frame "
             f"{loop['ed_frame']}, ES frame {loop['es_frame']}, EF {ef['disks']:.1f}% (disks), "
             f"{ef['area_length']:.1f}% (area-length)", flush=True)
       return
     rows, failures = segment.segment_files(runs, inputs, FLAGS.output, FLAGS.gating,
-                                           FLAGS.batch_size, FLAGS.overwrite, settings)
+                                           FLAGS.batch_size, FLAGS.overwrite, settings,
+                                           FLAGS.postprocess)
   except InputError as exc:
     cli.fail(exc)
   flagged = sum(row.get(qc.FLAG_COLUMN) == "1" for row in rows)

@@ -46,6 +46,18 @@ def test_mhd_and_hd95_match_brute_force(spacing):
   assert ours["hd95"] == pytest.approx(hd95, rel=1e-9)
 
 
+def test_lv_region_keeps_the_largest_4_connected_region_and_fills_its_holes():
+  mask = np.array([[1, 1, 1, 1, 0, 0, 0],
+                   [1, 0, 0, 1, 0, 1, 1],
+                   [1, 0, 0, 1, 0, 1, 1],
+                   [1, 1, 1, 1, 0, 0, 0],
+                   [0, 0, 0, 0, 1, 0, 0]], np.uint8)  # (4, 4) touches the ring at a corner.
+  expected = np.zeros(mask.shape, bool)
+  expected[:4, :4] = True  # The 12-pixel ring with its 4-pixel hole filled.
+  np.testing.assert_array_equal(metrics.lv_region(mask), expected)
+  np.testing.assert_array_equal(metrics.lv_region(np.zeros((3, 3))), np.zeros((3, 3), bool))
+
+
 def test_mhd_of_shifted_square_is_the_shift():
   a = np.zeros((20, 20), bool); a[5:10, 5:10] = True
   b = np.roll(a, 2, axis=1)

@@ -44,6 +44,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 from echokld.errors import InputError
+from echokld.evaluation import metrics
 
 CORNER_OFFSETS = np.array([(-0.5, -0.5), (-0.5, 0.5), (0.5, -0.5), (0.5, 0.5)])
 SAMPLE_STEP_PX = 0.05  # Ray sampling step, in pixels of the finer axis.
@@ -100,11 +101,9 @@ def clean_mask(mask: np.ndarray, name: str = "mask") -> np.ndarray:
     raise InputError(name, f"mask dtype {mask.dtype} is not a real number type")
   if not np.all(np.isfinite(mask)):
     raise InputError(name, "mask has NaN or infinite values")
-  labels, count = ndimage.label(mask != 0)
-  if count == 0:
+  if not np.any(mask != 0):
     raise InputError(name, "empty mask: no LV pixels")
-  largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-  return ndimage.binary_fill_holes(labels == largest)
+  return metrics.lv_region(mask)
 
 
 def check_spacing(spacing: Sequence[float] | None, name: str = "mask") -> tuple[float, float]:

@@ -117,6 +117,20 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
   return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
 
 
+def lv_region(mask: np.ndarray) -> np.ndarray:
+  """The largest 4-connected region of `mask != 0` with its holes filled; all False when empty.
+
+  The LV cavity of an apical view is one region without holes, so this is the mask cleaned
+  for measurement (clinical.geometry) and `--postprocess=largest` in prediction. 4-connected
+  on both counts: a pixel touching the region only at a corner is not part of it.
+  """
+  labels, count = ndimage.label(np.asarray(mask) != 0, structure=FOUR)
+  if not count:
+    return np.zeros(np.shape(mask), bool)
+  largest = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+  return ndimage.binary_fill_holes(largest, structure=FOUR)
+
+
 def contour_length(mask: np.ndarray) -> float:
   """Length of the marching-squares contour at level 0.5 (pixel units), over 2x2 cells."""
   m = np.pad(mask.astype(np.int8), 1)

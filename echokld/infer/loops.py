@@ -104,7 +104,7 @@ def _write_masks(path: str, masks: np.ndarray, out: str) -> None:
 
 
 def segment_loop(runs: Sequence[Run], path: str, out_dir: str, batch_size: int,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, postprocess: str = "none") -> dict[str, Any]:
   """Segments every frame of the loop at `path` into out_dir; returns the loop's summary.
 
   Returns:
@@ -123,7 +123,8 @@ def segment_loop(runs: Sequence[Run], path: str, out_dir: str, batch_size: int,
   output.check_free("", names)
   masks = np.stack([mask for start in range(0, len(frames), batch_size)
                     for mask in predict_masks(runs, frames[start:start + batch_size],
-                                              spacing_mm=spacing)])
+                                              spacing_mm=spacing,
+                                              postprocess=postprocess)])
   curve, rows = cine.measure_loop(masks, spacing, name=stem)
 
   def write(staging: str) -> None:

@@ -24,6 +24,7 @@ from echokld import registry
 from echokld.cli import one_line
 from echokld.data import augment, pipeline
 from echokld.errors import InputError
+from echokld.evaluation import metrics
 from echokld.objectives import conditioning
 from echokld.train import build as build_lib
 from echokld.train import checkpoints, mesh
@@ -35,6 +36,10 @@ THRESHOLD = 0.5
 # preprocessing.json's train_frames) is segmented with a warning: the model never saw its like.
 WARN_SCALE = 4.0
 GATINGS = ("mean", "quality")
+# Mask post-processing: none (the thresholded probabilities as they are), or largest (the
+# largest 4-connected region, holes filled: metrics.lv_region, as the clinical
+# measurements clean a mask).
+POSTPROCESSING = ("none", "largest")
 DEFAULT_BATCH_SIZE = 8
 
 
@@ -314,10 +319,23 @@ def member_weights(runs: Sequence[Run], qualities: Sequence[str | None] | None,
   return None
 
 
+def to_mask(prob: np.ndarray, geometry: pipeline.Geometry, postprocess: str = "none"
+            ) -> np.ndarray:
+  """The 0/1 uint8 mask of a canvas's probabilities, in the frame's geometry, post-processed
+  there (at the frame's own resolution) as POSTPROCESSING says."""
+  mask = pipeline.undo_geometry(prob > THRESHOLD, geometry)
+  if postprocess == "largest":
+    return metrics.lv_region(mask).astype(mask.dtype)
+  if postprocess != "none":
+    raise InputError("--postprocess", f"unknown post-processing {postprocess!r} "
+                     f"({', '.join(POSTPROCESSING)})")
+  return mask
+
+
 def predict_masks(runs: Sequence[Run], images: Sequence[np.ndarray],
                   qualities: Sequence[str | None] | None = None,
-                  gating: str = "mean", spacing_mm: tuple[float, float] | None = None
-                  ) -> list[np.ndarray]:
+                  gating: str = "mean", spacing_mm: tuple[float, float] | None = None,
+                  postprocess: str = "none") -> list[np.ndarray]:
   """0/1 uint8 LV masks of frames of any size (rows = depth), in each frame's geometry;
   `spacing_mm`, when the frames share one, is handed to the preprocessing."""
   shape, resize = check_compatible(runs)
@@ -327,4 +345,4 @@ def predict_masks(runs: Sequence[Run], images: Sequence[np.ndarray],
     return []
   probs = ensemble_probs(runs, np.stack([c for c, _ in prepared]),
                          member_weights(runs, qualities, gating))
-  return [pipeline.undo_geometry(p > THRESHOLD, g) for p, (_, g) in zip(probs, prepared)]
+  return [to_mask(p, g, postprocess) for p, (_, g) in zip(probs, prepared)]

@@ -18,9 +18,8 @@ from echokld.clinical import volumes
 from echokld.data import pipeline
 from echokld.errors import InputError
 from echokld.infer import dicom, io, outputs, qc
-from echokld.infer.runs import (DEFAULT_BATCH_SIZE, THRESHOLD, WARN_SCALE, Run,
-                                check_compatible, combine, member_weights, prepare,
-                                size_outlier)
+from echokld.infer.runs import (DEFAULT_BATCH_SIZE, WARN_SCALE, Run, check_compatible,
+                                combine, member_weights, prepare, size_outlier, to_mask)
 
 
 AREAS = "areas.csv"
@@ -39,8 +38,8 @@ def _report(exc: Exception, path: str) -> None:
 
 def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_dir: str,
                   gating: str = "mean", batch_size: int = DEFAULT_BATCH_SIZE,
-                  overwrite: bool = False, qc_settings: qc.Settings | None = None
-                  ) -> tuple[list[dict[str, Any]], int]:
+                  overwrite: bool = False, qc_settings: qc.Settings | None = None,
+                  postprocess: str = "none") -> tuple[list[dict[str, Any]], int]:
   """Segments (path, sub-folder) inputs into out_dir; returns (areas rows, failures).
 
   Nothing is written outside out_dir and nothing there is replaced unless `overwrite`
@@ -78,7 +77,7 @@ def segment_files(runs: Sequence[Run], inputs: Sequence[tuple[str, str]], out_di
       probs, scores = combine(means, weights), qc.frame_scores(members)
       maps = qc.uncertainty_map(members) if members.shape[1] > 1 else [None] * len(ready)
       for i, ((frame, _, geometry), prob, spread) in enumerate(zip(ready, probs, maps)):
-        mask = pipeline.undo_geometry(prob > THRESHOLD, geometry)
+        mask = to_mask(prob, geometry, postprocess)
         mask_name, overlay_name = io.output_names(frame)
 
         def write(staging, frame=frame, mask=mask, mask_name=mask_name,
