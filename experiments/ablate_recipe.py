@@ -152,8 +152,12 @@ def main() -> None:
           wall = json.load(f)["wall_seconds"]
         with open(os.path.join(workdir, "summary.json")) as f:
           summary = json.load(f)
+        native = native_val_dice(workdir, records)
+        if os.path.isfile(result):  # Scored before: its scores and timings stand.
+          with open(result) as f:
+            native.update(json.load(f)["native"])
         evaluation = {"row": row, "seed": seed, "wall_seconds": wall, "summary": summary,
-                      "native": native_val_dice(workdir, records), "frames": len(records)}
+                      "native": native, "frames": len(records)}
         with open(result, "w") as f:
           json.dump(evaluation, f, indent=1)
       if args.export:
