@@ -89,13 +89,12 @@ def native_val_dice(workdir: str, records: list[dict]) -> dict[str, float]:
   return scores
 
 
-def is_scored(path: str) -> bool:
-  """Whether `path` holds every score native_val_dice gives (older files lack some)."""
+def scores_of(path: str) -> dict:
+  """The native scores a result file holds ({} if none yet; older files lack some)."""
   if not os.path.isfile(path):
-    return False
+    return {}
   with open(path) as f:
-    native = json.load(f)["native"]
-  return all(k in native for tta in TTA for k in (tta, f"{tta}_largest"))
+    return json.load(f)["native"]
 
 
 def table(out: str, rows: list[str], seeds: list[int]) -> str:
@@ -147,15 +146,13 @@ def main() -> None:
         wall = train(row, seed, args.model, args.data_root, workdir, args.overrides)
         with open(timing, "w") as f:
           json.dump({"wall_seconds": wall}, f)
-      if not is_scored(result):
+      scored = scores_of(result)
+      if not all(k in scored for tta in TTA for k in (tta, f"{tta}_largest")):
         with open(timing) as f:
           wall = json.load(f)["wall_seconds"]
         with open(os.path.join(workdir, "summary.json")) as f:
           summary = json.load(f)
-        native = native_val_dice(workdir, records)
-        if os.path.isfile(result):  # Scored before: its scores and timings stand.
-          with open(result) as f:
-            native.update(json.load(f)["native"])
+        native = {**native_val_dice(workdir, records), **scored}  # Earlier scores stand.
         evaluation = {"row": row, "seed": seed, "wall_seconds": wall, "summary": summary,
                       "native": native, "frames": len(records)}
         with open(result, "w") as f:

@@ -2,7 +2,7 @@
 
 The step benchmarks (bench_replicas.py) leave out what a sweep also pays per run: starting
 Python and JAX, building the data, compiling and evaluating. This times the two sweeps a
-user would type, for each epoch count, and reads every run"s test Dice back:
+user would type, for each epoch count, and reads every run's test Dice back:
 
   python -m echokld.sweep --out=D/seq_E --models=M --seeds=0-(S-1) -- --config.train.max_epochs=E
   python -m echokld.sweep --out=D/rep_E --models=M --seeds=0-(S-1) --replicas=S -- ...

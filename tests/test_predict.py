@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from PIL import Image
-from scipy import ndimage
 
 import camus_fixtures
 from conftest import ROOT
@@ -23,7 +22,6 @@ from echokld.infer import segment
 from echokld.infer import runs as predict
 from echokld.data import camus
 from echokld.errors import InputError
-from echokld.evaluation import metrics
 
 AFFINE = np.array([[0.0, -0.3, 0.0, 5.0], [0.2, 0.0, 0.0, -3.0], [0.0, 0.0, 1.5, 7.0],
                    [0.0, 0.0, 0.0, 1.0]])
@@ -218,29 +216,6 @@ def test_ensemble_is_mean_and_gating_weights(runs):
   gated = predict.ensemble_probs(runs, images, weights)
   np.testing.assert_allclose(gated, weights[:, 0, None, None] * members[0] +
                              weights[:, 1, None, None] * members[1], atol=1e-6)
-
-
-def test_postprocess_largest_keeps_one_hole_free_region_of_the_plain_mask(runs, tmp_path):
-  images = [np.random.default_rng(i).integers(0, 255, (40, 56), dtype=np.uint8)
-            for i in range(6)]
-  plain = predict.predict_masks(runs, images)
-  cleaned = predict.predict_masks(runs, images, postprocess="largest")
-  fragmented = 0
-  for raw, mask in zip(plain, cleaned):
-    labels, count = ndimage.label(raw)  # 4-connected, as lv_region.
-    fragmented += count > 1
-    assert mask.dtype == np.uint8 and mask.shape == raw.shape
-    if not count:
-      assert not mask.any()
-      continue
-    sizes = np.bincount(labels.ravel())[1:]
-    biggest = labels == 1 + np.argmax(sizes)
-    np.testing.assert_array_equal(mask, ndimage.binary_fill_holes(biggest))
-    assert ndimage.label(mask)[1] == 1 and metrics.holes(mask) == 0
-  assert fragmented, "the fixture runs segment random frames in one piece: nothing tested"
-  result = run_cli(f"--workdir={tmp_path}", "--input=x", "--output=y", "--postprocess=bogus")
-  assert result.returncode == 2 and len(error_lines(result)) == 1, result.stderr
-  assert "postprocess" in result.stderr
 
 
 def test_ensemble_needs_one_preprocessing(workdirs, runs, tmp_path):

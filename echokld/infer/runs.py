@@ -323,13 +323,11 @@ def to_mask(prob: np.ndarray, geometry: pipeline.Geometry, postprocess: str = "n
             ) -> np.ndarray:
   """The 0/1 uint8 mask of a canvas's probabilities, in the frame's geometry, post-processed
   there (at the frame's own resolution) as POSTPROCESSING says."""
-  mask = pipeline.undo_geometry(prob > THRESHOLD, geometry)
-  if postprocess == "largest":
-    return metrics.lv_region(mask).astype(mask.dtype)
-  if postprocess != "none":
+  if postprocess not in POSTPROCESSING:
     raise InputError("--postprocess", f"unknown post-processing {postprocess!r} "
                      f"({', '.join(POSTPROCESSING)})")
-  return mask
+  mask = pipeline.undo_geometry(prob > THRESHOLD, geometry)
+  return metrics.lv_region(mask).astype(mask.dtype) if postprocess == "largest" else mask
 
 
 def predict_masks(runs: Sequence[Run], images: Sequence[np.ndarray],
