@@ -141,6 +141,7 @@ def rules() -> list[tuple[str, Callable[[Any], bool], str]]:
       ("loss.terms", *subset_of(terms.term_names(), allow_empty=False)),
       ("loss.dice_eps", *number_in(0.0, 1.0, low_open=True)),
       ("loss.dice_reduction", *one_of("batch", "image")),
+      ("loss.bce_weight", *number_in(0.0, 1e3)),
       ("loss.kld_weight", *number_in(0.0, 1e3)),
       ("loss.kld_estimator", *one_of("fit", "kde")),
       ("loss.family", *one_of("alpha", "pearson3")),

@@ -127,20 +127,41 @@ def test_sweep_flags_are_checked_before_any_run(flag, fragment, tmp_path):
   assert not (tmp_path / "s").exists()
 
 
-def test_best_is_the_ablations_geometry_row(monkeypatch):
-  """docs/RESULTS.md reports `:best` by the ablation's geometry row: the two must agree.
-
-  The row's flags go through ml_collections' own override parser, as in `echokld.main`
-  (it reads the overrides from sys.argv).
-  """
+def parsed_row(row, monkeypatch):
+  """The config `echokld.main` builds for an ablation row, through ml_collections' own
+  override parser (it reads the overrides from sys.argv)."""
   import ablate_recipe  # experiments/ (conftest puts it on the path).
 
-  assert ablate_recipe.ROWS["geometry"][0] == ""
-  argv = cli.rewrite_config_flag(["main", "--config=dice", "--config.data.image_size=128",
-                                  *ablate_recipe.ROWS["geometry"][1]])
+  arg, overrides = ablate_recipe.ROWS[row]
+  argv = cli.rewrite_config_flag(["main", "--config=dice" + (f":{arg}" if arg else ""),
+                                  "--config.data.image_size=128", *overrides])
   monkeypatch.setattr(sys, "argv", argv)
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, flag_values=values)
   values(argv)
-  assert (json.loads(values.config.to_json())
+  return values.config
+
+
+def test_best_is_the_ablations_geometry_row(monkeypatch):
+  """docs/RESULTS.md reports `:best` by the ablation's geometry row: the two must agree."""
+  import ablate_recipe
+
+  assert ablate_recipe.ROWS["geometry"][0] == ""
+  assert (json.loads(parsed_row("geometry", monkeypatch).to_json())
           == json.loads(registry.load_config("dice:best").to_json()))
+
+
+def test_ablation_rows_beyond_the_pieces_parse_to_what_they_say(monkeypatch):
+  geometry = parsed_row("geometry", monkeypatch)
+  for row, changed in [("geometry_160", {("data", "image_size"): 160,
+                                         ("train", "max_epochs"): 45}),
+                       ("geometry_bce", {("loss", "terms"): ("dice", "bce"),
+                                         ("model", "name"): "dice_bce",
+                                         ("model", "display_name"): "Dice+BCE",
+                                         ("model", "paper_number"): 0})]:
+    config = parsed_row(row, monkeypatch)
+    config_check.check(config)
+    for (group, key), value in changed.items():
+      assert config[group][key] == value, (row, key)
+      config[group][key] = geometry[group][key]
+    assert json.loads(config.to_json()) == json.loads(geometry.to_json()), row

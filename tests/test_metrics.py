@@ -103,6 +103,23 @@ def test_soft_dice_loss_eq7_hand_computed():
   assert perfect == pytest.approx(0.0, abs=1e-6)
 
 
+def test_bce_term_hand_computed_and_weighted_into_the_total():
+  from echokld.configs import base
+  from echokld.objectives import terms
+  logits = np.array([[2.0, -1.0], [0.0, 3.0]], np.float32)[None, ..., None]
+  masks = np.array([[1, 0], [1, 0]], np.float32)[None, ..., None]
+  # -log sigmoid(x) for the LV pixels, -log(1 - sigmoid(x)) = log(1 + e^x) for the others.
+  per_pixel = [np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0)), np.log(2.0), np.log1p(np.exp(3.0))]
+  cfg = base.get_config().loss
+  cfg.bce_weight = 0.5
+  total, parts = terms.total_loss({"logits": logits}, {"masks": masks}, cfg, ("dice", "bce"))
+  assert float(parts["bce"]) == pytest.approx(np.mean(per_pixel), rel=1e-6)
+  probs = 1 / (1 + np.exp(-logits))
+  dice = 1 - (2 * np.sum(probs * masks) + 1e-5) / (np.sum(probs) + np.sum(masks) + 1e-5)
+  assert float(parts["dice"]) == pytest.approx(dice, rel=1e-5)
+  assert float(total) == pytest.approx(dice + 0.5 * np.mean(per_pixel), rel=1e-5)
+
+
 def test_summary_counts_empty_fragmented_and_holed_predictions_in_every_mean():
   from echokld.evaluation import test_set
   truth = disk((20, 20), (10, 10), 5)

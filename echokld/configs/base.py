@@ -79,10 +79,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   config.loss = ml_collections.ConfigDict()
   # Registered loss terms (echokld.objectives.terms), summed with their weights: dice (eq. 7),
-  # kld (Models 4-5, eq. 3-6), recon and vae_kl (Model 3), dist_align (Models 6-7).
+  # kld (Models 4-5, eq. 3-6), recon and vae_kl (Model 3), dist_align (Models 6-7); bce (pixel
+  # cross-entropy, not the paper's: an extra for masks).
   config.loss.terms = ("dice",)
   config.loss.dice_eps = 1e-5  # Smoothing of eq. (7).
   config.loss.dice_reduction = "batch"  # batch: eq. (7) over the mini-batch; image: per image.
+  # Not the paper's: weight of the optional `bce` term (pixel cross-entropy beside Dice).
+  config.loss.bce_weight = 1.0
   config.loss.kld_weight = 0.1  # Models 4-7: weight of the distribution term (§3.3).
   config.loss.kld_estimator = "fit"  # kld term: fit (ML fit of loss.family, Model 4) or kde (5).
   # Parametric family of the kld fit (Model 4) and of Models 6-7's parameters: alpha

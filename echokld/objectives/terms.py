@@ -15,6 +15,8 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
+import optax
 
 from echokld.objectives import alignment, dice, intensity, vae
 
@@ -71,6 +73,17 @@ def total_loss(outputs: dict[str, Array], batch: dict[str, Array], loss_config: 
 def _dice(outputs, batch, cfg):
   return dice.soft_dice_loss(outputs["probs"], batch["masks"], cfg.dice_eps,
                              cfg.dice_reduction == "image")
+
+
+@register_loss_term("bce", weight="bce_weight")
+def _binary_cross_entropy(outputs, batch, cfg):
+  """Mean per-pixel sigmoid cross-entropy: not in the paper; the usual partner of Dice.
+
+  Computed from the logits (optax's stable form), so confident pixels keep a gradient that
+  the Dice ratio alone gives them only through the sums.
+  """
+  del cfg
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(outputs["logits"], batch["masks"]))
 
 
 @register_loss_term("kld", weight="kld_weight")
