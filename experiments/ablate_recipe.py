@@ -50,13 +50,16 @@ ROWS = {
     "ema": ("", PLATEAU + ["--config.train.ema_decay=0.999"]),
     "all": ("", AUGMENT + SPECKLE_BLUR + COSINE + ["--config.train.ema_decay=0.999"]),
     # Beyond the pieces (#20's "left" items): geometry at 160 px (capped at 45 epochs to stay
-    # within the hour) and geometry with a cross-entropy term beside the Dice loss.
+    # within the hour), with a cross-entropy term beside the Dice loss, with Dice per image.
     "geometry_160": ("", PLATEAU + AUGMENT + NO_INTENSITY
                      + ["--config.data.image_size=160", "--config.train.max_epochs=45"]),
     "geometry_bce": ("", PLATEAU + AUGMENT + NO_INTENSITY
                      + ["--config.loss.terms=('dice','bce')", "--config.model.name=dice_bce",
                         "--config.model.display_name=Dice+BCE",
                         "--config.model.paper_number=0"]),
+    # Eq. (7) per image, as the score averages it, instead of over the mini-batch.
+    "geometry_image_dice": ("", PLATEAU + AUGMENT + NO_INTENSITY
+                            + ["--config.loss.dice_reduction=image"]),
     "best": ("best", []),  # Today the geometry row's settings (a test checks they agree).
 }
 TTA = ("none", "flip", "affine")

@@ -158,7 +158,8 @@ def test_ablation_rows_beyond_the_pieces_parse_to_what_they_say(monkeypatch):
                        ("geometry_bce", {("loss", "terms"): ("dice", "bce"),
                                          ("model", "name"): "dice_bce",
                                          ("model", "display_name"): "Dice+BCE",
-                                         ("model", "paper_number"): 0})]:
+                                         ("model", "paper_number"): 0}),
+                       ("geometry_image_dice", {("loss", "dice_reduction"): "image"})]:
     config = parsed_row(row, monkeypatch)
     config_check.check(config)
     for (group, key), value in changed.items():
