@@ -3,15 +3,15 @@
   python experiments/ablate_recipe.py --data_root=../shared/data/camus224 --out=runs/recipe \
       --rows=none,all --seeds=0 [--export=docs/recipe/runs] [-- --config.KEY=VALUE ...]
 
-Every row trains Model 1 (`--model`) on camus224's official split at 128x128 (one
-`echokld.main` process per run, timed whole) and is then scored on the 100 validation
-frames at their native 224x224, as `echokld.predict` would segment them, with no
-test-time views, flips (2) and small affines (5), each also with the mask post-processed
-(`echokld.predict --postprocess=largest`: the largest region, holes filled). Finished runs
-are skipped, so a study interrupted between runs resumes with the same command
-(`--score_only` rescores what is trained and trains nothing); `--export` copies each run's
-small files (JSON, metrics; no image, no label, no checkpoint) for committing. Prints the
-table.
+Every row trains Model 1 (`--model`) on camus224's official split at 128x128
+(`geometry_160` at 160x160; one `echokld.main` process per run, timed whole) and is then
+scored on the 100 validation frames at their native 224x224, as `echokld.predict` would
+segment them, with no test-time views, flips (2) and small affines (5), each also with the
+mask post-processed (`echokld.predict --postprocess=largest`: the largest region, holes
+filled). Finished runs are skipped, so a study interrupted between runs resumes with the
+same command (`--score_only` rescores what is trained and trains nothing); `--export` copies
+each run's small files (JSON, metrics; no image, no label, no checkpoint) for committing.
+Prints the table.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def scores_of(path: str) -> dict:
 
 
 def table(out: str, rows: list[str], seeds: list[int]) -> str:
-  lines = ["| row | seed | epochs (stopped early) | wall min | best val Dice, 128 px (epoch) "
+  lines = ["| row | seed | epochs (stopped early) | wall min "
+           "| best val Dice at the training size (epoch) "
            "| val Dice, native 224 px: no TTA / flip / affine | the same, largest region |",
            "|---|---|---|---|---|---|---|"]
   for row in rows:
