@@ -39,10 +39,11 @@ SPECKLE_BLUR = ["--config.augment.speckle=16", "--config.augment.blur=0.5"]
 # A fixed 40 epochs ending at the schedule's low rate (early stopping off).
 COSINE = ["--config.train.schedule=cosine", "--config.train.warmup_epochs=2",
           "--config.train.max_epochs=40", "--config.train.early_stop_patience=40"]
+GEOMETRY = PLATEAU + AUGMENT + NO_INTENSITY  # The geometry row, which later rows extend.
 # Row -> (config argument, overrides): every piece alone, all of them, and `:best`.
 ROWS = {
     "none": ("", PLATEAU),
-    "geometry": ("", PLATEAU + AUGMENT + NO_INTENSITY),
+    "geometry": ("", GEOMETRY),
     "intensity": ("", PLATEAU + AUGMENT + NO_GEOMETRY),
     "speckle_blur": ("", PLATEAU + AUGMENT + NO_GEOMETRY + NO_INTENSITY
                      + SPECKLE_BLUR),
@@ -51,15 +52,14 @@ ROWS = {
     "all": ("", AUGMENT + SPECKLE_BLUR + COSINE + ["--config.train.ema_decay=0.999"]),
     # Beyond the pieces (#20's "left" items): geometry at 160 px (capped at 45 epochs to stay
     # within the hour), with a cross-entropy term beside the Dice loss, with Dice per image.
-    "geometry_160": ("", PLATEAU + AUGMENT + NO_INTENSITY
-                     + ["--config.data.image_size=160", "--config.train.max_epochs=45"]),
-    "geometry_bce": ("", PLATEAU + AUGMENT + NO_INTENSITY
-                     + ["--config.loss.terms=('dice','bce')", "--config.model.name=dice_bce",
-                        "--config.model.display_name=Dice+BCE",
-                        "--config.model.paper_number=0"]),
+    "geometry_160": ("", GEOMETRY + ["--config.data.image_size=160",
+                                     "--config.train.max_epochs=45"]),
+    "geometry_bce": ("", GEOMETRY + ["--config.loss.terms=('dice','bce')",
+                                     "--config.model.name=dice_bce",
+                                     "--config.model.display_name=Dice+BCE",
+                                     "--config.model.paper_number=0"]),
     # Eq. (7) per image, as the score averages it, instead of over the mini-batch.
-    "geometry_image_dice": ("", PLATEAU + AUGMENT + NO_INTENSITY
-                            + ["--config.loss.dice_reduction=image"]),
+    "geometry_image_dice": ("", GEOMETRY + ["--config.loss.dice_reduction=image"]),
     "best": ("best", []),  # Today the geometry row's settings (a test checks they agree).
 }
 TTA = ("none", "flip", "affine")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-
 import tempfile
 
 import pytest
@@ -24,6 +24,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # not a package, so it goes on the path here (and only here).
 if os.path.join(ROOT, "experiments") not in sys.path:
   sys.path.insert(0, os.path.join(ROOT, "experiments"))
+
+
+def run_predict(*args) -> subprocess.CompletedProcess:
+  """`python -m echokld.predict ARGS` from the repository root, output captured."""
+  cmd = [sys.executable, "-m", "echokld.predict", *map(str, args)]
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+  """The non-blank lines of a run's stderr that are not warnings."""
+  return [line for line in result.stderr.splitlines() if line.strip() and
+          not line.startswith("warning: ")]
 
 
 def tiny_config(model: str = "dice", **overrides):

@@ -1,13 +1,10 @@
 """echokld.predict --postprocess: the cleaned mask against scipy's own labelling."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import ROOT
+from conftest import error_lines, run_predict
 from echokld.evaluation import metrics
 from echokld.infer import runs as predict
 
@@ -36,9 +33,7 @@ def test_postprocess_largest_keeps_one_hole_free_region_of_the_plain_mask(runs, 
     np.testing.assert_array_equal(mask, ndimage.binary_fill_holes(biggest))
     assert ndimage.label(mask)[1] == 1 and metrics.holes(mask) == 0
   assert fragmented, "the fixture runs segment random frames in one piece: nothing tested"
-  result = subprocess.run([sys.executable, "-m", "echokld.predict", f"--workdir={tmp_path}",
-                           "--input=x", "--output=y", "--postprocess=bogus"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
-  errors = [line for line in result.stderr.splitlines() if line.strip()]
-  assert result.returncode == 2 and len(errors) == 1, result.stderr
+  result = run_predict(f"--workdir={tmp_path}", "--input=x", "--output=y",
+                       "--postprocess=bogus")
+  assert result.returncode == 2 and len(error_lines(result)) == 1, result.stderr
   assert "postprocess" in result.stderr

@@ -5,8 +5,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -15,7 +13,8 @@ import SimpleITK as sitk
 from PIL import Image
 
 import camus_fixtures
-from conftest import ROOT
+from conftest import error_lines
+from conftest import run_predict as run_cli
 from echokld.clinical import volumes
 from echokld.infer import io as predict_io
 from echokld.infer import segment
@@ -30,16 +29,6 @@ GOOD = ("a.png", "b.jpg", "c.nii.gz", "d.mhd", "big.png", "tiny.png")
 BAD = ("bad.png", "volume.nii.gz")
 # Training frames are 48x48: big (200x40) and tiny (6x6) are over 4x off: segmented, one warning.
 WARNED = ("big.png", "tiny.png")
-
-
-def run_cli(*args):
-  cmd = [sys.executable, "-m", "echokld.predict", *map(str, args)]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
-
-
-def error_lines(result):
-  return [line for line in result.stderr.splitlines() if line.strip() and
-          not line.startswith("warning: ")]
 
 
 def warning_lines(result):

@@ -4,15 +4,14 @@ and experiments/qc_flag.py end to end on a tiny folder-source run."""
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import stats
 
-from conftest import ROOT, tiny_config
+from conftest import tiny_config
+from conftest import run_predict as run_cli
 from echokld.data import pipeline, synthetic
 from echokld.errors import InputError
 from echokld.evaluation import qc_stats
@@ -49,11 +48,6 @@ def workdir(data_root, tmp_path_factory):
                                   "data.root": str(data_root), "data.split": "official"})
   loop.train_and_evaluate(config, workdir)
   return workdir
-
-
-def run_cli(*args):
-  cmd = [sys.executable, "-m", "echokld.predict", *map(str, args)]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
 
 
 def read_areas(path):
