@@ -60,6 +60,12 @@ ROWS = {
                                      "--config.model.paper_number=0"]),
     # Eq. (7) per image, as the score averages it, instead of over the mini-batch.
     "geometry_image_dice": ("", GEOMETRY + ["--config.loss.dice_reduction=image"]),
+    # Wider networks (1.8x and 2.8x the epoch time of 16 filters on the 2-core CPU), capped at
+    # the epochs that fit the hour.
+    "geometry_w24": ("", GEOMETRY + ["--config.model.init_features=24",
+                                     "--config.train.max_epochs=38"]),
+    "geometry_w32": ("", GEOMETRY + ["--config.model.init_features=32",
+                                     "--config.train.max_epochs=25"]),
     "best": ("best", []),  # Today the geometry row's settings (a test checks they agree).
 }
 TTA = ("none", "flip", "affine")

@@ -159,7 +159,11 @@ def test_ablation_rows_beyond_the_pieces_parse_to_what_they_say(monkeypatch):
                                          ("model", "name"): "dice_bce",
                                          ("model", "display_name"): "Dice+BCE",
                                          ("model", "paper_number"): 0}),
-                       ("geometry_image_dice", {("loss", "dice_reduction"): "image"})]:
+                       ("geometry_image_dice", {("loss", "dice_reduction"): "image"}),
+                       ("geometry_w24", {("model", "init_features"): 24,
+                                         ("train", "max_epochs"): 38}),
+                       ("geometry_w32", {("model", "init_features"): 32,
+                                         ("train", "max_epochs"): 25})]:
     config = parsed_row(row, monkeypatch)
     config_check.check(config)
     for (group, key), value in changed.items():
