@@ -19,7 +19,8 @@ from echokld.errors import InputError  # noqa: E402
 from echokld.infer import dicom, io, loops  # noqa: E402
 from echokld.infer import runs as predict  # noqa: E402
 from test_orientation import oblique_frame  # noqa: E402
-from test_predict import error_lines, read_areas, run_cli, warning_lines  # noqa: E402
+from conftest import error_lines, run_predict  # noqa: E402
+from test_predict import read_areas, warning_lines  # noqa: E402
 
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage.
 
@@ -149,7 +150,7 @@ def folder_run(predict_workdirs, tmp_path_factory):
   write_dicom(src / "j2k.dcm", np.zeros((8, 8), np.uint8), syntax=JPEG2000Lossless)
   _, _, data, affine = oblique_frame()
   nib.save(nib.Nifti1Image(data, affine), src / "oblique.nii.gz")
-  result = run_cli(f"--workdir={predict_workdirs[0]}", f"--input={src}", f"--output={out}")
+  result = run_predict(f"--workdir={predict_workdirs[0]}", f"--input={src}", f"--output={out}")
   return src, out, frame, result
 
 
@@ -195,7 +196,7 @@ def test_a_multiframe_dicom_goes_down_the_cine_path(predict_workdirs, tmp_path):
   path = write_dicom(tmp_path / "loop.dcm", beat["images"],
                      [region(col_mm / 10, row_mm / 10)])
   out = tmp_path / "out"
-  result = run_cli(f"--workdir={predict_workdirs[0]}", f"--input={path}", f"--output={out}")
+  result = run_predict(f"--workdir={predict_workdirs[0]}", f"--input={path}", f"--output={out}")
   assert result.returncode == 0, result.stderr
   with Image.open(out / "loop_mask.tif") as tif:
     masks = np.stack([np.asarray(page) for page in ImageSequence.Iterator(tif)]) > 0

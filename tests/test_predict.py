@@ -13,8 +13,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 import camus_fixtures
-from conftest import error_lines
-from conftest import run_predict as run_cli
+from conftest import error_lines, run_predict
 from echokld.clinical import volumes
 from echokld.infer import io as predict_io
 from echokld.infer import segment
@@ -73,7 +72,7 @@ def mixed(workdirs, tmp_path_factory):
   Image.fromarray(np.zeros((6, 6), np.uint8)).save(src / "tiny.png")
   nib.save(nib.Nifti1Image(np.zeros((48, 40, 3), np.float32), AFFINE), src / "volume.nii.gz")
   (src / "notes.txt").write_text("ignored")
-  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={out}")
+  result = run_predict(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={out}")
   return src, out, result
 
 
@@ -148,7 +147,7 @@ def test_camus_patient_folder_with_quality_gating(workdirs, runs, tmp_path):
   root = camus_fixtures.write_nifti_release(tmp_path / "camus", patients=("patient0001",))
   patient = root / "database_nifti" / "patient0001"
   out = tmp_path / "out"
-  result = run_cli(f"--workdir={workdirs[0]}", f"--workdir={workdirs[1]}", f"--input={patient}",
+  result = run_predict(f"--workdir={workdirs[0]}", f"--workdir={workdirs[1]}", f"--input={patient}",
                    f"--output={out}", "--gating=quality")
   assert result.returncode == 0, result.stderr
   frames = [f"patient0001_{v}_{p}" for v in ("2CH", "4CH") for p in ("ED", "ES")]
@@ -224,7 +223,7 @@ def test_bad_run_directories(workdirs, tmp_path):
     shutil.copy(os.path.join(workdirs[0], name), no_ckpt / name)
   frame = tmp_path / "f.png"
   Image.fromarray(np.zeros((32, 32), np.uint8)).save(frame)
-  result = run_cli(f"--workdir={no_ckpt}", f"--input={frame}", f"--output={tmp_path / 'o'}")
+  result = run_predict(f"--workdir={no_ckpt}", f"--input={frame}", f"--output={tmp_path / 'o'}")
   assert result.returncode == 2
   lines = error_lines(result)
   assert len(lines) == 1 and str(no_ckpt) in lines[0] and "checkpoint" in lines[0], lines
@@ -270,7 +269,7 @@ def test_native_camus_size_frame_is_segmented(workdirs, runs, tmp_path):
   camus_fixtures.save_nifti(src / "patient0001_2CH_ED.nii.gz", native)
   camus_fixtures.save_mhd(src / "patient0001_4CH_ED.mhd", native)
   out = tmp_path / "out"
-  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={out}")
+  result = run_predict(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={out}")
   assert result.returncode == 0, result.stderr
   assert "segmented 2 of 2 frames" in result.stdout
   assert warning_lines(result) == [
@@ -331,7 +330,7 @@ def test_never_writes_outside_output_nor_overwrites(workdirs, runs, tmp_path, ca
   # --output equal to --input: existing masks and areas.csv are kept unless --overwrite.
   (src / "c_mask.png").write_bytes(b"earlier mask")
   (src / "areas.csv").write_text("earlier\n")
-  result = run_cli(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={src}")
+  result = run_predict(f"--workdir={workdirs[0]}", f"--input={src}", f"--output={src}")
   assert result.returncode == 2 and error_lines(result) == [
       f"error: {src / 'areas.csv'}: exists; not overwritten (use --overwrite or another "
       "--output)"], result.stderr
@@ -357,7 +356,7 @@ def test_a_cine_loop_gives_masks_area_curve_and_volumes(workdirs, runs, tmp_path
   nib.save(nib.Nifti1Image(data, affine), path)
   assert loops.is_loop(str(path)) and not loops.is_loop(str(tmp_path / "none.nii.gz"))
   out = tmp_path / "out"
-  result = run_cli(f"--workdir={workdirs[0]}", f"--input={path}", f"--output={out}")
+  result = run_predict(f"--workdir={workdirs[0]}", f"--input={path}", f"--output={out}")
   assert result.returncode == 0, result.stderr
   stem = "patient0001_2CH_half_sequence"
   back = nib.load(out / f"{stem}_mask.nii.gz")
@@ -377,5 +376,5 @@ def test_a_cine_loop_gives_masks_area_curve_and_volumes(workdirs, runs, tmp_path
   assert f"ED frame {ed}, ES frame {es}" in result.stdout
   assert (out / f"{stem}_area_curve.png").read_bytes()[:4] == b"\x89PNG"
   # Again without --overwrite: refused, nothing replaced.
-  again = run_cli(f"--workdir={workdirs[0]}", f"--input={path}", f"--output={out}")
+  again = run_predict(f"--workdir={workdirs[0]}", f"--input={path}", f"--output={out}")
   assert again.returncode == 2 and len(error_lines(again)) == 1

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from conftest import tiny_config
-from conftest import run_predict as run_cli
+from conftest import run_predict, tiny_config
 from echokld.data import pipeline, synthetic
 from echokld.errors import InputError
 from echokld.evaluation import qc_stats
@@ -151,7 +150,7 @@ def test_predict_tta_scores_map_and_qc_flag(workdir, data_root, tmp_path):
     (src / f"{case}.png").write_bytes((data_root / "images" / f"{case}.png").read_bytes())
   # A single run with --tta=flip: 2 members, so scores and maps; the flag at a threshold.
   out = tmp_path / "out"
-  result = run_cli(f"--workdir={workdir}", f"--input={src}", f"--output={out}", "--tta=flip",
+  result = run_predict(f"--workdir={workdir}", f"--input={src}", f"--output={out}", "--tta=flip",
                    "--qc_threshold=0.02", "--qc_score=mask_disagreement")
   assert result.returncode == 0, result.stderr
   rows = read_areas(out / "areas.csv")
@@ -186,14 +185,14 @@ def test_predict_tta_scores_map_and_qc_flag(workdir, data_root, tmp_path):
   calibration = tmp_path / "qc_threshold.json"
   qc.write_calibration(str(calibration), "disagreement", 0.01, members=2)
   out4 = tmp_path / "out4"
-  result = run_cli(f"--workdir={workdir}", f"--input={src}", f"--output={out4}", "--tta=flip",
+  result = run_predict(f"--workdir={workdir}", f"--input={src}", f"--output={out4}", "--tta=flip",
                    f"--qc_calibration={calibration}")
   assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
   for row in read_areas(out4 / "areas.csv"):
     assert row["qc_flag"] == str(int(float(row["disagreement"]) > 0.01))
   # One run without TTA has one member: no score, and a flag is refused before any work.
   out3 = tmp_path / "out3"
-  result = run_cli(f"--workdir={workdir}", f"--input={src}", f"--output={out3}",
+  result = run_predict(f"--workdir={workdir}", f"--input={src}", f"--output={out3}",
                    "--qc_threshold=0.1")
   assert result.returncode == 2 and not out3.exists()
   assert result.stderr.strip().splitlines()[-1].startswith("error: --qc_threshold: ")
